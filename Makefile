@@ -1,0 +1,42 @@
+# Cloud Dragon: `make run` serves on 127.0.0.1:8081 with data in ./cdragon-data,
+# `make test` runs the whole suite. Both set everything up first (.venv at the repo root).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+CORE_SRC := $(wildcard cdragon/_core.pyx cdragon/core/*.pyx cdragon/core/*.pxi cdragon/core/*.pxd)
+CORE_SO  := cdragon/.core-built
+
+.PHONY: run test setup bench quick-bench binary clean sysdeps
+
+setup: $(CORE_SO)
+
+# Debian packages the build needs (venv, headers, a C compiler); installed only when missing.
+sysdeps:
+	@$(PYTHON) -c 'import sys, ensurepip, sysconfig, os; assert sys.version_info >= (3, 11), "Python 3.11+ needed"; assert os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h"))' 2>/dev/null && command -v cc >/dev/null \
+	  || (apt-get update && apt-get install -y python3-venv python3-dev build-essential)
+
+$(VENV)/.deps: requirements.txt
+	@$(MAKE) --no-print-directory sysdeps
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+$(CORE_SO): $(VENV)/.deps $(CORE_SRC) setup.py
+	$(PY) setup.py -q build_ext --inplace
+	touch $@
+
+run: setup
+	$(PY) -m cdragon serve --listen 127.0.0.1:8081 --data-dir ./cdragon-data
+
+test: setup
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+quick-bench: setup
+	bash bench/quick.sh
+
+bench: setup
+	bash bench/quick.sh
+
+clean:
+	rm -rf build cdragon/*.so cdragon/*.c cdragon/.core-built

@@ -1,0 +1,128 @@
+"""Configuration: embedded defaults, then a TOML file, then CDRAGON_* environment
+variables, then command-line flags -> one frozen Config.
+
+Owns the names, types and bounds of every setting. Never touches the network or disk
+beyond reading the one config file it is given.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, fields
+
+KIB = 1024
+MIB = 1024 * KIB
+GIB = 1024 * MIB
+
+
+@dataclass(frozen=True)
+class Config:
+    # where to serve and keep data
+    listen: str = "127.0.0.1:8081"
+    data_dir: str = "./cdragon-data"
+    # request limits (API.md "Default limits")
+    max_body_bytes: int = 1 * MIB
+    max_value_bytes: int = 512 * KIB
+    max_header_bytes: int = 16 * KIB
+    max_ops: int = 1000
+    max_seq_count: int = 10_000
+    # locks and watches
+    max_lock_dur: float = 7 * 24 * 3600.0
+    max_lock_wait: float = 300.0
+    max_watch_timeout: float = 300.0
+    max_waiters_per_key: int = 10_000
+    max_waiters: int = 100_000
+    max_watchers_per_key: int = 10_000
+    max_watchers: int = 100_000
+    max_connections: int = 100_000
+    # time limits (seconds)
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    idle_timeout: float = 75.0
+    shutdown_timeout: float = 10.0
+    # retention
+    idempotency_ttl: float = 24 * 3600.0
+    delete_retention: float = 3600.0
+    # storage: the LMDB map starts small and doubles up to max_storage_bytes
+    max_storage_bytes: int = 2 * GIB
+    initial_map_bytes: int = 64 * MIB
+    # pipelined requests in flight on one connection before we stop reading it
+    max_pipeline: int = 128
+
+    def listen_host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]") or "127.0.0.1", int(port)
+
+
+class ConfigError(ValueError):
+    """A setting is unknown, of the wrong type or out of range."""
+
+
+_FIELDS = {f.name: f for f in fields(Config)}
+
+
+def _coerce(name: str, raw, source: str):
+    kind = _FIELDS[name].type
+    try:
+        if kind == "str":
+            if not isinstance(raw, str):
+                raise TypeError
+            value = raw
+        elif kind == "int":
+            if isinstance(raw, bool):
+                raise TypeError
+            value = int(raw) if isinstance(raw, (int, str)) else None
+            if value is None:
+                raise TypeError
+        else:  # float
+            if isinstance(raw, bool):
+                raise TypeError
+            value = float(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{source}: {name} must be a {kind}, got {raw!r}") from None
+    return value
+
+
+def _check(cfg: Config) -> Config:
+    for f in fields(Config):
+        v = getattr(cfg, f.name)
+        if f.type in ("int", "float") and not (v > 0):
+            raise ConfigError(f"{f.name} must be > 0, got {v!r}")
+    try:
+        host, port = cfg.listen_host_port()
+    except ValueError:
+        raise ConfigError(f"listen must be HOST:PORT, got {cfg.listen!r}") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"listen port out of range: {port}")
+    if cfg.max_value_bytes > cfg.max_body_bytes:
+        raise ConfigError("max_value_bytes must not exceed max_body_bytes")
+    if cfg.initial_map_bytes > cfg.max_storage_bytes:
+        cfg = dataclasses.replace(cfg, initial_map_bytes=cfg.max_storage_bytes)
+    return cfg
+
+
+def load(path: str | None = None, env: dict | None = None, overrides: dict | None = None) -> Config:
+    """Build the Config: defaults < TOML file < CDRAGON_* env < overrides (CLI flags)."""
+    values: dict = {}
+    if path:
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: not valid TOML: {e}") from None
+        for key, raw in data.items():
+            if key not in _FIELDS:
+                raise ConfigError(f"{path}: unknown setting {key!r}")
+            values[key] = _coerce(key, raw, path)
+    env = os.environ if env is None else env
+    for key in _FIELDS:
+        var = "CDRAGON_" + key.upper()
+        if var in env:
+            values[key] = _coerce(key, env[var], var)
+    for key, raw in (overrides or {}).items():
+        if raw is not None:
+            values[key] = _coerce(key, raw, "--" + key.replace("_", "-"))
+    return _check(Config(**values))

@@ -1,0 +1,163 @@
+# Codec: clocks, fixed-width integer packing for LMDB records, JSON helpers for the
+# request path (depth scan, key encoding, compact value encoding) and the account/key
+# rules of API.md. Pure functions only: no server state lives here.
+
+
+import ujson
+
+cdef object _ujson_dumps = ujson.dumps
+cdef object _ujson_loads = ujson.loads
+
+
+cdef inline double mono_now() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return ts.tv_sec + ts.tv_nsec * 1e-9
+
+
+cdef inline double wall_now() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return ts.tv_sec + ts.tv_nsec * 1e-9
+
+
+cdef inline bytes pack_i64(int64_t v):
+    return PyBytes_FromStringAndSize(<char*>&v, 8)
+
+
+cdef inline int64_t unpack_i64(bytes b, Py_ssize_t off=0):
+    cdef int64_t v
+    memcpy(&v, PyBytes_AS_STRING(b) + off, 8)
+    return v
+
+
+cdef inline bytes pack_f64be(double d):
+    # big-endian so that LMDB orders positive expiries by time (the idemexp index)
+    cdef uint64_t u, r = 0
+    cdef int i
+    memcpy(&u, &d, 8)
+    for i in range(8):
+        r = (r << 8) | ((u >> (8 * i)) & 0xff)
+    return PyBytes_FromStringAndSize(<char*>&r, 8)
+
+
+cdef inline double unpack_f64be(bytes b):
+    cdef uint64_t u, r = 0
+    cdef double d
+    cdef int i
+    memcpy(&u, PyBytes_AS_STRING(b), 8)
+    for i in range(8):
+        r = (r << 8) | ((u >> (8 * i)) & 0xff)
+    memcpy(&d, &r, 8)
+    return d
+
+
+cdef int json_depth_ok(bytes body):
+    """1 if no array/object nests deeper than MAX_JSON_DEPTH, else 0 (strings skipped)."""
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(body)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(body), i = 0
+    cdef int depth = 0
+    cdef unsigned char c
+    while i < n:
+        c = p[i]
+        if c == b'"':
+            i += 1
+            while i < n and p[i] != b'"':
+                if p[i] == b'\\':
+                    i += 1
+                i += 1
+        elif c == b'[' or c == b'{':
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                return 0
+        elif c == b']' or c == b'}':
+            depth -= 1
+        i += 1
+    return 1
+
+
+cdef object parse_json(bytes body):
+    """Parse a request body; raises ApiError 400 on anything API.md rejects."""
+    if body.count(b'[') + body.count(b'{') > MAX_JSON_DEPTH and not json_depth_ok(body):
+        raise ApiError(400, "bad_request", "JSON nested deeper than 512 levels")
+    try:
+        return _ujson_loads(body)
+    except (ValueError, OverflowError) as e:
+        raise ApiError(400, "bad_request", "invalid JSON: " + str(e))
+
+
+cdef bytes encode_value(object v, Py_ssize_t limit):
+    """Compact JSON bytes of a stored value; 400 for NaN/Infinity/lone surrogates,
+    413 over `limit` bytes."""
+    cdef bytes out
+    try:
+        out = (<str>_ujson_dumps(v, ensure_ascii=False, escape_forward_slashes=False,
+                                 allow_nan=False)).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError(400, "bad_request", "Value contains a lone surrogate escape")
+    except (OverflowError, ValueError) as e:
+        raise ApiError(400, "bad_request", "Value is not representable as JSON: " + str(e))
+    if PyBytes_GET_SIZE(out) > limit:
+        raise ApiError(413, "too_large", "Value is %d bytes, limit %d" % (PyBytes_GET_SIZE(out), limit))
+    return out
+
+
+cdef bytes json_str(bytes utf8):
+    """JSON string literal for valid UTF-8 bytes; escapes only when needed."""
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(utf8)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(utf8), i
+    for i in range(n):
+        if p[i] < 0x20 or p[i] == b'"' or p[i] == b'\\':
+            return (<str>_ujson_dumps(utf8.decode("utf-8"), ensure_ascii=False,
+                                      escape_forward_slashes=False)).encode("utf-8")
+    return b'"' + utf8 + b'"'
+
+
+cdef bytes key_bytes(object s, str what):
+    """UTF-8 bytes of a key or lock name, checked against API.md's key rules."""
+    cdef bytes b
+    if type(s) is not str:
+        raise ApiError(400, "bad_request", what + " must be a string")
+    try:
+        b = (<str>s).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError(400, "bad_request", what + " contains a lone surrogate escape")
+    check_key_bytes(b, what)
+    return b
+
+
+cdef int check_key_bytes(bytes b, str what) except -1:
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(b)
+    if n < 1 or n > MAX_KEY_BYTES:
+        raise ApiError(400, "bad_key", "%s must be 1..256 UTF-8 bytes, got %d" % (what, n))
+    if b'\0' in b:
+        raise ApiError(400, "bad_key", what + " must not contain NUL")
+    return 0
+
+
+cdef int account_ok(bytes acc):
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(acc)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(acc), i
+    cdef unsigned char c
+    if n < 1 or n > MAX_ACCOUNT_LEN:
+        return 0
+    for i in range(n):
+        c = p[i]
+        if not ((b'a' <= c <= b'z') or (b'A' <= c <= b'Z') or (b'0' <= c <= b'9')
+                or c == b'.' or c == b'_' or c == b'-'):
+            return 0
+    return 1
+
+
+# ---- Python-visible wrappers for unit tests -------------------------------------------
+def _json_depth_ok(bytes body):
+    return bool(json_depth_ok(body))
+
+def _json_str(bytes utf8):
+    return json_str(utf8)
+
+def _account_ok(bytes acc):
+    return bool(account_ok(acc))
+
+def _pack_roundtrip(int64_t v, double d):
+    return unpack_i64(pack_i64(v)), unpack_f64be(pack_f64be(d)), pack_f64be(d)

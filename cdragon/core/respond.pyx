@@ -1,0 +1,74 @@
+# Respond: the status-line table, response framing (Content-Length, Content-Type,
+# Connection: close) and the JSON error bodies of API.md. Prebuilt prefixes so a
+# response costs one join.
+
+cdef dict STATUS_TEXT = {
+    100: b"Continue", 200: b"OK", 400: b"Bad Request", 401: b"Unauthorized",
+    403: b"Forbidden", 404: b"Not Found", 405: b"Method Not Allowed",
+    408: b"Request Timeout", 409: b"Conflict", 410: b"Gone", 413: b"Content Too Large",
+    417: b"Expectation Failed", 429: b"Too Many Requests", 431: b"Request Header Fields Too Large",
+    500: b"Internal Server Error", 503: b"Service Unavailable",
+    505: b"HTTP Version Not Supported", 507: b"Insufficient Storage",
+}
+
+cdef bytes CT_JSON = b"application/json"
+cdef bytes CT_TEXT = b"text/plain; charset=utf-8"
+cdef bytes CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
+cdef dict _PREFIX_JSON = {}
+cdef dict _PREFIX_TEXT = {}
+
+cdef bytes _prefix(int status, bytes ctype):
+    return (b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: "
+            % (status, STATUS_TEXT.get(status, b"Unknown"), ctype))
+
+for _st in STATUS_TEXT:
+    _PREFIX_JSON[_st] = _prefix(_st, CT_JSON)
+    _PREFIX_TEXT[_st] = _prefix(_st, CT_TEXT)
+
+
+cdef bytes frame(int status, bytes body, bint close=False, bint head=False,
+                 bint text=False, bytes extra=None):
+    """A whole HTTP/1.1 response. `extra` is raw header lines ending in CRLF."""
+    cdef bytes prefix = (<dict>(_PREFIX_TEXT if text else _PREFIX_JSON)).get(status)
+    if prefix is None:
+        prefix = _prefix(status, CT_TEXT if text else CT_JSON)
+    cdef bytes tail
+    if close:
+        tail = b"\r\nConnection: close\r\n"
+    else:
+        tail = b"\r\n"
+    if extra is not None:
+        tail = tail + extra
+    return b"".join((prefix, b"%d" % len(body), tail, b"\r\n", b"" if head else body))
+
+
+class ApiError(Exception):
+    """An API.md error: status, Code, Message and optional detail fields."""
+
+    def __init__(self, int status, str code, str message, dict details=None, bytes headers=None):
+        Exception.__init__(self, message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+        self.headers = headers
+
+    def body(self):
+        cdef dict d = {"Code": self.code, "Message": self.message}
+        if self.details:
+            d.update(self.details)
+        return (<str>_ujson_dumps(d, ensure_ascii=False, escape_forward_slashes=False)).encode("utf-8")
+
+
+cdef bytes error_body(str code, str message):
+    return (<str>_ujson_dumps({"Code": code, "Message": message}, ensure_ascii=False,
+                              escape_forward_slashes=False)).encode("utf-8")
+
+
+cdef bytes error_response(object err, bint close, bint head):
+    return frame(err.status, err.body(), close, head, False, err.headers)
+
+
+# ---- Python-visible wrapper for unit tests -------------------------------------------
+def _frame(int status, bytes body, bint close=False, bint head=False, bint text=False):
+    return frame(status, body, close, head, text)

@@ -1,0 +1,211 @@
+# Server: the one object that owns all state on the event-loop thread — connections,
+# the Store, the lock table, the watch hub — and drives group commit: it hands the open
+# batch to the writer thread when the writer is idle, and on "batch N durable" releases
+# that batch's answers, lock grants and watch wake-ups. Also the deadline sweep and the
+# shutdown steps. Never blocks the loop and never writes LMDB itself.
+
+import logging
+import itertools
+
+cdef object log = logging.getLogger("cdragon")
+cdef object _request_ids = itertools.count(1)
+
+
+cdef class Server:
+    cdef object loop
+    cdef object storage
+    cdef readonly object cfg
+    cdef readonly Store store
+    cdef set conns
+    cdef bint writer_busy, kick_scheduled
+    cdef public bint shutting_down
+    cdef public object storage_error
+    cdef bint last_wrote
+    cdef bytes health_body
+    cdef object pending_ops
+    cdef object sweep_handle
+    cdef public LockTable locks
+    cdef public WatchHub watches
+    # settings copied into C fields for the request path
+    cdef readonly Py_ssize_t max_body_bytes, max_value_bytes, max_header_bytes, max_ops
+    cdef readonly Py_ssize_t max_seq_count, max_pipeline, max_connections
+    cdef readonly double max_lock_dur, max_lock_wait, max_watch_timeout, idempotency_ttl
+    cdef readonly double header_timeout, body_timeout, idle_timeout
+    # counters for tests and metrics
+    cdef readonly int64_t commits, committed_requests
+
+    def __cinit__(self, loop, storage, cfg, str version):
+        self.loop = loop
+        self.storage = storage
+        self.cfg = cfg
+        self.store = Store(storage, cfg.max_storage_bytes)
+        self.conns = set()
+        self.writer_busy = self.kick_scheduled = False
+        self.shutting_down = False
+        self.storage_error = None
+        self.health_body = b'{"Status":"ok","Version":"%s"}' % version.encode()
+        self.max_body_bytes = cfg.max_body_bytes
+        self.max_value_bytes = cfg.max_value_bytes
+        self.max_header_bytes = cfg.max_header_bytes
+        self.max_ops = cfg.max_ops
+        self.max_seq_count = cfg.max_seq_count
+        self.max_pipeline = cfg.max_pipeline
+        self.max_connections = cfg.max_connections
+        self.max_lock_dur = cfg.max_lock_dur
+        self.max_lock_wait = cfg.max_lock_wait
+        self.max_watch_timeout = cfg.max_watch_timeout
+        self.idempotency_ttl = cfg.idempotency_ttl
+        self.header_timeout = cfg.header_timeout
+        self.body_timeout = cfg.body_timeout
+        self.idle_timeout = cfg.idle_timeout
+        self.locks = LockTable(self)
+        self.watches = WatchHub(self)
+        self.commits = self.committed_requests = 0
+
+    def start(self):
+        self.storage.start(self.loop, self.on_commit)
+        self.sweep_handle = self.loop.call_later(SWEEP_INTERVAL_MS / 1000.0, self._sweep)
+
+    def protocol(self):
+        """The protocol factory for loop.create_server."""
+        return Conn(self)
+
+    # ---- connections -------------------------------------------------------------------
+    cdef bint conn_open(self, Conn c):
+        if len(self.conns) >= self.max_connections:
+            return False
+        self.conns.add(c)
+        return True
+
+    cdef void conn_lost(self, Conn c):
+        self.conns.discard(c)
+
+    cdef void drop_owner(self, object owner):
+        owner.drop()
+
+    cdef void dispatch(self, Conn conn, bytes method, bytes url, bytes body):
+        try:
+            route_request(self, conn, method, url, body)
+        except Exception:
+            rid = next(_request_ids)
+            log.exception("internal error, request id %d: %s %r", rid, method, url)
+            conn.reply_error(ApiError(500, "internal", "internal error (request id %d)" % rid,
+                                      {"RequestID": rid}), 0, method == b"HEAD")
+
+    cdef object shutting_down_error(self):
+        return ApiError(503, "shutting_down", "the server is shutting down")
+
+    # ---- group commit ------------------------------------------------------------------
+    cdef void after_write(self):
+        """Every mutation ends here: make sure the open batch reaches the writer."""
+        if not self.writer_busy and not self.kick_scheduled:
+            self.kick_scheduled = True
+            # call_soon runs after every I/O callback of this loop pass, so all the
+            # requests that arrived together share one commit
+            self.loop.call_soon(self._kick)
+
+    def _kick(self):
+        self.kick_scheduled = False
+        self.kick()
+
+    cdef void kick(self):
+        cdef Batch b
+        if self.writer_busy or self.store.open_batch.empty():
+            return
+        b = self.store.take_open()
+        self.pending_ops = self.store.encode(b)
+        self.writer_busy = True
+        self.storage.submit(b.seq, self.pending_ops)
+
+    def on_commit(self, int64_t seq, err, int64_t used):
+        """Runs on the loop when the writer finished batch `seq` (err None: durable)."""
+        cdef Batch b
+        cdef Conn c
+        self.writer_busy = False
+        if err is None:
+            b = self.store.committed(used)
+            self.pending_ops = None
+            self.commits += 1
+            self._maybe_grow()
+            for c in b.conns:
+                c.flush()
+            for cb in b.after:
+                cb()
+        elif err == "map_full" and self._grow():
+            self.writer_busy = True
+            self.storage.submit(seq, self.pending_ops)
+            return
+        elif err == "map_full":
+            self._fail_batches(ApiError(507, "storage_full", "the data store reached its configured maximum size"))
+        else:
+            log.error("commit of batch %d failed: %s", seq, err)
+            self.storage_error = err
+            self._fail_batches(ApiError(500, "internal", "the commit failed: " + str(err)))
+        self.kick()
+
+    cdef void _maybe_grow(self):
+        if self.store.used_bytes * 2 > self.storage.map_size and self.storage.map_size < self.storage.max_map:
+            self._grow()
+
+    cdef bint _grow(self):
+        # LMDB may only resize with no transaction open in the process: the writer is
+        # idle here, and the loop's read transaction is reset around the call.
+        cdef bint ok
+        self.store.pause_reads()
+        try:
+            ok = self.storage.grow(self.storage.map_size * 2)
+        finally:
+            self.store.resume_reads()
+        return ok
+
+    cdef void _fail_batches(self, object err):
+        cdef list batches = self.store.failed()
+        cdef Batch a = batches[0], b = batches[1]
+        cdef Conn c
+        for bb in batches:
+            for c in (<Batch>bb).conns:
+                c.fail_pending(a.seq, b.seq, err)
+        for bb in batches:
+            for c in (<Batch>bb).conns:
+                c.flush()
+        self.locks.reload()
+
+    # ---- deadlines -----------------------------------------------------------------------
+    def _sweep(self):
+        cdef double now = mono_now()
+        cdef Conn c
+        cdef list due = None
+        for c in self.conns:
+            if c.dl_kind != DL_NONE and c.deadline <= now:
+                if due is None:
+                    due = []
+                due.append(c)
+        if due is not None:
+            for c in due:
+                c.on_deadline()
+        self.sweep_handle = self.loop.call_later(SWEEP_INTERVAL_MS / 1000.0, self._sweep)
+
+    # ---- shutdown --------------------------------------------------------------------------
+    def begin_shutdown(self):
+        cdef Conn c
+        self.shutting_down = True
+        self.locks.shutdown()
+        self.watches.shutdown()
+        for c in list(self.conns):
+            c.shutdown_idle()
+        self.kick()
+
+    def drained(self):
+        return not self.writer_busy and self.store.open_batch.empty() and not self.conns
+
+    def committed_everything(self):
+        return not self.writer_busy and self.store.open_batch.empty()
+
+    def close(self):
+        if self.sweep_handle is not None:
+            self.sweep_handle.cancel()
+        self.store.close()
+
+    @property
+    def connections(self):
+        return len(self.conns)

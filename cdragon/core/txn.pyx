@@ -1,0 +1,351 @@
+# Txn: POST /db/{acc} — parse and validate a transaction (every rule of API.md), then
+# run it against the Store all-or-nothing: idempotency -> preconditions -> overflow ->
+# reads -> apply. The REST endpoints build the same Txn with one operation, so there
+# is one code path for every write. Lock fields are parsed here and acted on by the
+# lock table (the order of evaluation puts the lock between validation and running).
+
+@cython.freelist(256)
+cdef class Op:
+    """One KVSet / KVGet / Atomic / Seq entry and, after running, its result."""
+    cdef bytes k          # full record key: account \0 key
+    cdef bytes kj         # the key as a JSON string literal, for responses
+    cdef object val       # KVSet: compact JSON bytes, None = delete; KVGet: value read
+    cdef int64_t n        # KVSet: expected version; Atomic: Add/Set operand; Seq: Count
+    cdef int64_t ifeq
+    cdef bint has_ver, is_set, has_ifeq
+    cdef int64_t res      # KVSet/KVGet: version; Atomic: value; Seq: first value
+    cdef bint writes      # KVSet delete of an existing key / set: does it write
+
+
+cdef class Txn:
+    cdef bytes acc
+    cdef list idem        # full keys of idempotency ids (deduplicated)
+    cdef list idem_s      # the ids as sent, for the duplicate_request details
+    cdef list kvset, kvget, atomic, seqs
+    cdef object lock_id   # lock name bytes or None
+    cdef double lock_dur, lock_wait
+    cdef object unlock_id
+    cdef int64_t unlock
+    cdef bint has_lock_dur, has_lock_wait
+    cdef int nops
+
+    def __cinit__(self):
+        self.idem = []
+        self.idem_s = []
+        self.kvset = []
+        self.kvget = []
+        self.atomic = []
+        self.seqs = []
+        self.lock_id = None
+        self.unlock_id = None
+        self.unlock = 0
+
+    cdef bint writes_anything(self):
+        return bool(self.kvset or self.atomic or self.seqs or self.idem)
+
+
+cdef inline bytes _rec_key(bytes acc, bytes key):
+    return acc + b"\0" + key
+
+
+cdef Op new_op(bytes acc, bytes key):
+    cdef Op op = Op.__new__(Op)
+    op.k = _rec_key(acc, key)
+    op.kj = json_str(key)
+    op.val = None
+    op.has_ver = op.is_set = op.has_ifeq = op.writes = False
+    op.n = op.ifeq = op.res = 0
+    return op
+
+
+cdef int64_t as_int64(object v, str what, int64_t lo, int64_t hi) except? -1:
+    if type(v) is not int:
+        raise ApiError(400, "bad_request", what + " must be an integer")
+    if v < lo or v > hi:
+        raise ApiError(400, "bad_request", "%s out of range (%d..%d)" % (what, lo, hi))
+    return v
+
+
+cdef double as_seconds(object v, str what, double hi, bint zero_ok) except? -1:
+    cdef double d
+    if type(v) is not int and type(v) is not float:
+        raise ApiError(400, "bad_request", what + " must be a number of seconds")
+    d = v
+    if not (d == d) or (d < 0) or (d == 0 and not zero_ok) or d > hi:
+        raise ApiError(400, "bad_request", "%s out of range (%s..%g)" % (what, "0" if zero_ok else ">0", hi))
+    return d
+
+
+cdef int64_t as_handle(object v) except? -1:
+    if type(v) is str:
+        try:
+            v = int(<str>v, 10) if ((<str>v).isascii() and (<str>v).isdigit()) else None
+        except ValueError:
+            v = None
+        if v is None:
+            raise ApiError(400, "bad_request", "Unlock must be a positive integer handle")
+    return as_int64(v, "Unlock", 1, INT64_MAX)
+
+
+cdef object _not_null(object v, str what):
+    if v is None:
+        raise ApiError(400, "bad_request", what + " must not be null")
+    return v
+
+
+cdef list as_list(object v, str what):
+    if type(v) is not list:
+        raise ApiError(400, "bad_request", what + " must be a list")
+    return <list>v
+
+
+cdef dict as_obj(object v, str what):
+    if type(v) is not dict:
+        raise ApiError(400, "bad_request", what + " entries must be objects")
+    return <dict>v
+
+
+cdef Txn parse_txn(bytes acc, object body, Server srv):
+    """Validate a POST /db body (already JSON-decoded) into a Txn; raises ApiError."""
+    cdef Txn t = Txn.__new__(Txn)
+    cdef dict d, e
+    cdef Op op
+    cdef set seen
+    cdef object lock_dur = None, lock_wait = None, unlock = None
+    t.acc = acc
+    if type(body) is not dict:
+        raise ApiError(400, "bad_request", "request body must be a JSON object")
+    d = <dict>body
+    for name, v in d.items():
+        if name == "KVSet":
+            for item in as_list(v, name):
+                e = as_obj(item, name)
+                op = new_op(acc, key_bytes(e.get("Key"), "KVSet Key"))
+                has_val = False
+                for f, fv in e.items():
+                    if f == "Key":
+                        pass
+                    elif f == "Value":
+                        has_val = True
+                    elif f == "Version":
+                        op.n = as_int64(fv, "KVSet Version", 0, INT64_MAX)
+                        op.has_ver = True
+                    elif f == "Delete":
+                        if type(fv) is not bool:
+                            raise ApiError(400, "bad_request", "KVSet Delete must be true or false")
+                    else:
+                        raise ApiError(400, "bad_request", "unknown field KVSet." + str(f))
+                is_del = e.get("Delete") is True
+                if has_val == is_del:
+                    raise ApiError(400, "bad_request", "each KVSet entry needs exactly one of Value and Delete: true")
+                if has_val:
+                    op.val = encode_value(e["Value"], srv.max_value_bytes)
+                t.kvset.append(op)
+        elif name == "KVGet":
+            for item in as_list(v, name):
+                if type(item) is dict:
+                    e = <dict>item
+                    for f in e:
+                        if f != "Key":
+                            raise ApiError(400, "bad_request", "unknown field KVGet." + str(f))
+                    item = e.get("Key")
+                t.kvget.append(new_op(acc, key_bytes(item, "KVGet key")))
+        elif name == "Atomic":
+            for item in as_list(v, name):
+                e = as_obj(item, name)
+                op = new_op(acc, key_bytes(e.get("Key"), "Atomic Key"))
+                has_add = False
+                for f, fv in e.items():
+                    if f == "Key":
+                        pass
+                    elif f == "Add":
+                        op.n = as_int64(fv, "Atomic Add", INT64_MIN, INT64_MAX)
+                        has_add = True
+                    elif f == "Set":
+                        op.n = as_int64(fv, "Atomic Set", INT64_MIN, INT64_MAX)
+                        op.is_set = True
+                    elif f == "IfEq":
+                        op.ifeq = as_int64(fv, "Atomic IfEq", INT64_MIN, INT64_MAX)
+                        op.has_ifeq = True
+                    else:
+                        raise ApiError(400, "bad_request", "unknown field Atomic." + str(f))
+                if has_add == op.is_set:
+                    raise ApiError(400, "bad_request", "each Atomic entry needs exactly one of Add and Set")
+                if has_add and op.has_ifeq:
+                    raise ApiError(400, "bad_request", "IfEq goes with Set, not Add")
+                t.atomic.append(op)
+        elif name == "Seq":
+            for item in as_list(v, name):
+                e = as_obj(item, name)
+                op = new_op(acc, key_bytes(e.get("Key"), "Seq Key"))
+                op.n = 1
+                for f, fv in e.items():
+                    if f == "Key":
+                        pass
+                    elif f == "Count":
+                        op.n = as_int64(fv, "Seq Count", 1, srv.max_seq_count)
+                    else:
+                        raise ApiError(400, "bad_request", "unknown field Seq." + str(f))
+                t.seqs.append(op)
+        elif name == "IdempotencyIDs":
+            seen = set()
+            for item in as_list(v, name):
+                kb = key_bytes(item, "IdempotencyIDs entry")
+                if kb not in seen:
+                    seen.add(kb)
+                    t.idem.append(_rec_key(acc, kb))
+                    t.idem_s.append(item)
+        elif name == "LockID":
+            t.lock_id = key_bytes(v, "LockID")
+        elif name == "LockDur":
+            lock_dur = _not_null(v, name)
+        elif name == "LockWait":
+            lock_wait = _not_null(v, name)
+        elif name == "UnlockID":
+            t.unlock_id = key_bytes(v, "UnlockID")
+        elif name == "Unlock":
+            unlock = _not_null(v, name)
+        else:
+            raise ApiError(400, "bad_request", "unknown field " + str(name))
+    t.nops = len(t.kvset) + len(t.kvget) + len(t.atomic) + len(t.seqs) + len(t.idem_s)
+    if t.nops > srv.max_ops:
+        raise ApiError(413, "too_large", "%d operations, limit %d" % (t.nops, srv.max_ops))
+    if lock_dur is not None or lock_wait is not None:
+        if t.lock_id is None:
+            raise ApiError(400, "bad_request", "LockDur and LockWait need LockID")
+    t.lock_dur = 30.0 if lock_dur is None else as_seconds(lock_dur, "LockDur", srv.max_lock_dur, False)
+    t.lock_wait = 0.0 if lock_wait is None else as_seconds(lock_wait, "LockWait", srv.max_lock_wait, True)
+    if (unlock is None) != (t.unlock_id is None):
+        raise ApiError(400, "bad_request", "Unlock and UnlockID go together")
+    if unlock is not None:
+        t.unlock = as_handle(unlock)
+    if t.nops == 0 and t.lock_id is None and t.unlock_id is None:
+        raise ApiError(400, "bad_request", "the request has no operation")
+    _no_repeats(t.kvset, "KVSet")
+    _no_repeats(t.atomic, "Atomic")
+    return t
+
+
+cdef int _no_repeats(list ops, str what) except -1:
+    cdef set seen
+    cdef Op op
+    if len(ops) > 1:
+        seen = set()
+        for op in ops:
+            if op.k in seen:
+                raise ApiError(400, "bad_request", "the same key twice in " + what)
+            seen.add(op.k)
+    return 0
+
+
+cdef int run_txn(Txn t, Store st, Server srv) except -1:
+    """Check and apply a validated Txn (the lock step, if any, is already done).
+    Raises ApiError with nothing changed; on success every Op holds its result.
+    Returns 1 if anything was written (the answer then waits for the open batch)."""
+    cdef Op op
+    cdef list failed = None, dups = None
+    cdef int64_t cur, nxt, rev = 0
+    cdef double now
+    cdef dict seq_last = None
+    cdef bint kv_writes = False, wrote = False
+    cdef Py_ssize_t i
+    if t.writes_anything() and not st.has_room():
+        raise ApiError(507, "storage_full", "the data store reached its configured maximum size")
+    # idempotency
+    if t.idem:
+        now = wall_now()
+        for i in range(len(t.idem)):
+            if st.idem_live(<bytes>t.idem[i], now):
+                if dups is None:
+                    dups = []
+                dups.append(t.idem_s[i])
+        if dups is not None:
+            raise ApiError(409, "duplicate_request", "idempotency id already used", {"IDs": dups})
+    # preconditions (reads that also decide whether a delete writes)
+    for op in t.kvset:
+        if op.has_ver or op.val is None:
+            cur = st.kv_read(op.k)
+            if op.has_ver and cur != op.n:
+                if failed is None:
+                    failed = []
+                failed.append({"Key": _ujson_loads(op.kj), "Version": cur})
+            op.writes = op.val is not None or cur != 0
+        else:
+            op.writes = True
+        kv_writes = kv_writes or op.writes
+    for op in t.atomic:
+        cur = st.ctr_read(op.k)
+        op.res = cur
+        if op.has_ifeq and cur != op.ifeq:
+            if failed is None:
+                failed = []
+            failed.append({"Key": _ujson_loads(op.kj), "Value": cur})
+    if failed is not None:
+        raise ApiError(409, "precondition_failed", "a Version or IfEq check failed", {"Failed": failed})
+    # overflow (after preconditions, as API.md orders them)
+    for op in t.atomic:
+        if not op.is_set:
+            if (op.n > 0 and op.res > INT64_MAX - op.n) or (op.n < 0 and op.res < INT64_MIN - op.n):
+                raise ApiError(400, "bad_request", "Atomic Add overflows a 64-bit counter")
+    if t.seqs:
+        seq_last = {}
+        for op in t.seqs:
+            cur = seq_last[op.k] if op.k in seq_last else st.seq_read(op.k)
+            if cur > INT64_MAX - op.n:
+                raise ApiError(400, "bad_request", "sequence exhausted")
+            op.res = cur + 1
+            seq_last[op.k] = cur + op.n
+    # reads see the state before this request's writes
+    for op in t.kvget:
+        op.res = st.kv_read(op.k)
+        op.val = st.r_val
+    # apply
+    if kv_writes:
+        rev = st.bump_revision(t.acc)
+    for op in t.kvset:
+        if op.writes:
+            st.kv_write(op.k, op.val, 0 if op.val is None else rev)
+        op.res = 0 if op.val is None else rev
+    for op in t.atomic:
+        if op.is_set:
+            op.res = op.n
+            st.ctr_write(op.k, op.n)
+            wrote = True
+        elif op.n != 0:
+            op.res = op.res + op.n
+            st.ctr_write(op.k, op.res)
+            wrote = True
+    if seq_last:
+        for k, v in seq_last.items():
+            st.seq_write(k, v)
+        wrote = True
+    if t.idem:
+        now = wall_now() + srv.idempotency_ttl
+        for k in t.idem:
+            st.idem_write(k, now)
+        wrote = True
+    return 1 if (wrote or kv_writes) else 0
+
+
+cdef bytes txn_body(Txn t, object lock_part):
+    """The 200 body of POST /db (empty fields omitted)."""
+    cdef list parts = []
+    cdef Op op
+    cdef list items
+    if lock_part is not None:
+        parts.append(lock_part)
+    if t.kvget:
+        items = []
+        for op in t.kvget:
+            if op.res == 0:
+                items.append(b'{"Key":%s,"Version":0}' % op.kj)
+            else:
+                items.append(b'{"Key":%s,"Value":%s,"Version":%d}' % (op.kj, <bytes>op.val, op.res))
+        parts.append(b'"KV":[' + b",".join(items) + b"]")
+    if t.kvset:
+        parts.append(b'"KVSet":[' + b",".join([b'{"Key":%s,"Version":%d}' % (op.kj, op.res) for op in t.kvset]) + b"]")
+    if t.atomic:
+        parts.append(b'"Atomic":[' + b",".join([b'{"Key":%s,"Value":%d}' % (op.kj, op.res) for op in t.atomic]) + b"]")
+    if t.seqs:
+        parts.append(b'"Seq":[' + b",".join([b'{"Key":%s,"Value":%d,"Count":%d}' % (op.kj, op.res, op.n) for op in t.seqs]) + b"]")
+    return b"{" + b",".join(parts) + b"}"

@@ -1,0 +1,119 @@
+"""`cdragon serve`: wires the config, the LMDB storage, the Cython server and the uvloop
+event loop together; owns the listening socket, signals and the shutdown sequence.
+
+Shutdown (SIGTERM/SIGINT): stop listening but accept what is already in the backlog,
+answer every request (served, or 503 shutting_down), commit the last batch, exit 0
+within `shutdown_timeout` seconds.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+
+import uvloop
+
+from cdragon import __version__
+from cdragon._core import Server
+from cdragon.config import Config
+from cdragon.storage import Storage
+
+log = logging.getLogger("cdragon")
+
+
+def _listen_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(4096)
+    sock.setblocking(False)
+    return sock
+
+
+class Runner:
+    """One serving process: start, run until a signal, drain, stop."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.loop = uvloop.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        self.storage = Storage(cfg.data_dir, cfg.initial_map_bytes, cfg.max_storage_bytes)
+        self.server = Server(self.loop, self.storage, cfg, __version__)
+        self.listener = None
+        self.backlog_sock = None
+        self.stopping = False
+
+    def run(self) -> int:
+        host, port = self.cfg.listen_host_port()
+        sock = _listen_socket(host, port)
+        # keep our own handle on the listening socket: at shutdown the loop's server is
+        # closed, and this one still drains connections already in the backlog
+        self.backlog_sock = sock.dup()
+        self.server.start()
+        self.listener = self.loop.run_until_complete(
+            self.loop.create_server(self.server.protocol, sock=sock, backlog=4096))
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self.loop.add_signal_handler(sig, self.begin_shutdown)
+        log.info("cdragon %s serving on %s, data in %s", __version__, self.cfg.listen, self.cfg.data_dir)
+        try:
+            self.loop.run_forever()
+        finally:
+            self.server.close()
+            self.storage.close()
+            self.loop.close()
+        return 0
+
+    def begin_shutdown(self) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        log.info("shutting down")
+        self.listener.close()
+        self._drain_backlog()
+        self.server.begin_shutdown()
+        self.deadline = time.monotonic() + self.cfg.shutdown_timeout - 0.5
+        self.loop.call_soon(self._wait_drained)
+
+    def _drain_backlog(self) -> None:
+        s = self.backlog_sock
+        s.setblocking(False)
+        while True:
+            try:
+                conn, _ = s.accept()
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                break
+            conn.setblocking(False)
+            self.loop.create_task(self.loop.connect_accepted_socket(self.server.protocol, conn))
+        s.close()
+
+    def _wait_drained(self) -> None:
+        if self.server.drained() or (time.monotonic() > self.deadline and self.server.committed_everything()):
+            self.loop.stop()
+            return
+        if time.monotonic() > self.deadline + 0.4:
+            log.warning("shutdown timeout: stopping with work still pending")
+            self.loop.stop()
+            return
+        self.loop.call_later(0.02, self._wait_drained)
+
+
+def serve(cfg: Config) -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        runner = Runner(cfg)
+    except OSError as e:
+        log.error("cannot start: %s", e)
+        return 1
+    try:
+        return runner.run()
+    except OSError as e:
+        log.error("cannot serve on %s: %s", cfg.listen, e)
+        return 1
