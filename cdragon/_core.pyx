@@ -17,6 +17,7 @@ cdef class Conn
 cdef class Request
 cdef class Txn
 cdef class LockTable
+cdef class Deadlines
 cdef class WatchHub
 
 include "core/consts.pxi"
@@ -24,6 +25,7 @@ include "core/codec.pyx"
 include "core/respond.pyx"
 include "core/store.pyx"
 include "core/txn.pyx"
+include "core/deadlines.pyx"
 include "core/http.pyx"
 include "core/routes.pyx"
 include "core/resources.pyx"

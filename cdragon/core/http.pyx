@@ -84,9 +84,11 @@ cdef class Conn:
         self.parser = None
 
     def eof_received(self):
-        # A half-closed client still gets the answers to what it sent; waiters leave.
+        # A half-closed client still gets the answers to what it sent before its
+        # waits; its lock waiters and watchers leave, and the connection closes there.
         self.eof = True
         self._drop_owners()
+        self._cut_at_dropped()
         if not self.q and not self.in_request:
             return False   # uvloop closes the transport
         return True
@@ -375,6 +377,16 @@ cdef class Conn:
             if s.owner is not None:
                 self.srv.drop_owner(s.owner)
                 s.owner = None
+
+    cdef void _cut_at_dropped(self):
+        cdef Slot s
+        for s in self.q:
+            if s.data is None:
+                s.data = b""
+                s.seq = 0
+                s.close = True
+                break
+        self.flush()
 
     cdef void shutdown_idle(self):
         if not self.q and not self.in_request and not self.closing and not self.closed:

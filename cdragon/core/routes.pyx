@@ -108,8 +108,10 @@ cdef int route_request(Server srv, Conn conn, bytes method, bytes url, bytes bod
         elif route == R_READY:
             _allow_get(method)
             handle_ready(srv, r)
+        elif route == R_LOCK:
+            srv.locks.rest(srv, r)
         else:
-            # locks and watches: their own issues
+            # watches: their own issue
             raise _not_found("no such route")
     except ApiError as e:
         conn.reply_error(e, srv.store.wait_seq if srv.store.wait_seq > srv.store.durable_seq else 0, head)

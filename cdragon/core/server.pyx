@@ -24,11 +24,13 @@ cdef class Server:
     cdef bytes health_body
     cdef object pending_ops
     cdef object sweep_handle
+    cdef readonly Deadlines deadlines
     cdef public LockTable locks
     cdef public WatchHub watches
     # settings copied into C fields for the request path
     cdef readonly Py_ssize_t max_body_bytes, max_value_bytes, max_header_bytes, max_ops
     cdef readonly Py_ssize_t max_seq_count, max_pipeline, max_connections
+    cdef readonly Py_ssize_t max_waiters_per_key, max_waiters, max_watchers_per_key, max_watchers
     cdef readonly double max_lock_dur, max_lock_wait, max_watch_timeout, idempotency_ttl
     cdef readonly double header_timeout, body_timeout, idle_timeout
     # counters for tests and metrics
@@ -51,6 +53,10 @@ cdef class Server:
         self.max_seq_count = cfg.max_seq_count
         self.max_pipeline = cfg.max_pipeline
         self.max_connections = cfg.max_connections
+        self.max_waiters_per_key = cfg.max_waiters_per_key
+        self.max_waiters = cfg.max_waiters
+        self.max_watchers_per_key = cfg.max_watchers_per_key
+        self.max_watchers = cfg.max_watchers
         self.max_lock_dur = cfg.max_lock_dur
         self.max_lock_wait = cfg.max_lock_wait
         self.max_watch_timeout = cfg.max_watch_timeout
@@ -58,11 +64,13 @@ cdef class Server:
         self.header_timeout = cfg.header_timeout
         self.body_timeout = cfg.body_timeout
         self.idle_timeout = cfg.idle_timeout
-        self.locks = LockTable(self)
+        self.deadlines = Deadlines(loop)
+        self.locks = LockTable(self, self.deadlines)
         self.watches = WatchHub(self)
         self.commits = self.committed_requests = 0
 
     def start(self):
+        self.locks.load()
         self.storage.start(self.loop, self.on_commit)
         self.sweep_handle = self.loop.call_later(SWEEP_INTERVAL_MS / 1000.0, self._sweep)
 
@@ -114,6 +122,8 @@ cdef class Server:
             return
         b = self.store.take_open()
         self.pending_ops = self.store.encode(b)
+        if b.lk:
+            self.pending_ops.extend(self.locks.encode(b))
         self.writer_busy = True
         self.storage.submit(b.seq, self.pending_ops)
 

@@ -22,7 +22,7 @@ cdef class Entry:
 cdef class Batch:
     """The writes of many requests, committed together, and everything waiting on them."""
     cdef readonly int64_t seq
-    cdef dict kv, ctr, sq, idem, revs   # dirty keys (values: None)
+    cdef dict kv, ctr, sq, idem, revs, lk   # dirty keys (values: None)
     cdef list conns                     # connections with a response waiting on this batch
     cdef list after                     # callables to run once durable (grants, wakes)
     cdef Py_ssize_t est_bytes
@@ -35,13 +35,14 @@ cdef class Batch:
         self.sq = {}
         self.idem = {}
         self.revs = {}
+        self.lk = {}
         self.conns = []
         self.after = []
         self.est_bytes = 0
         self.nreq = 0
 
     cdef inline bint empty(self):
-        return not (self.kv or self.ctr or self.sq or self.idem or self.revs or self.after)
+        return not (self.kv or self.ctr or self.sq or self.idem or self.revs or self.lk or self.after)
 
     cdef inline void mark(self, dict dirty, bytes k, Py_ssize_t size):
         if k not in dirty:
