@@ -110,9 +110,9 @@ cdef int route_request(Server srv, Conn conn, bytes method, bytes url, bytes bod
             handle_ready(srv, r)
         elif route == R_LOCK:
             srv.locks.rest(srv, r)
-        else:
-            # watches: their own issue
-            raise _not_found("no such route")
+        else:  # R_WATCH
+            _allow(method, b"POST")
+            srv.watches.begin_post(srv, r)
     except ApiError as e:
         conn.reply_error(e, srv.store.wait_seq if srv.store.wait_seq > srv.store.durable_seq else 0, head)
     return 0

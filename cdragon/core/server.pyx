@@ -66,7 +66,7 @@ cdef class Server:
         self.idle_timeout = cfg.idle_timeout
         self.deadlines = Deadlines(loop)
         self.locks = LockTable(self, self.deadlines)
-        self.watches = WatchHub(self)
+        self.watches = WatchHub(self, self.deadlines)
         self.commits = self.committed_requests = 0
 
     def start(self):
@@ -139,6 +139,7 @@ cdef class Server:
             self._maybe_grow()
             for c in b.conns:
                 c.flush()
+            self.watches.committed(b)
             for cb in b.after:
                 cb()
         elif err == "map_full" and self._grow():

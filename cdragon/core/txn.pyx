@@ -305,6 +305,8 @@ cdef int run_txn(Txn t, Store st, Server srv) except -1:
     for op in t.kvset:
         if op.writes:
             st.kv_write(op.k, op.val, 0 if op.val is None else rev)
+            if op.val is None:
+                srv.watches.deleted(t.acc, op.k, rev)
         op.res = 0 if op.val is None else rev
     for op in t.atomic:
         if op.is_set:

@@ -1,13 +1,334 @@
-# Watch: placeholder until the watch hub lands (issue 4).
+# Watch: long-poll watchers of one key or of a key prefix. Exact keys sit in a map
+# key -> set of watchers; prefixes in a per-account map prefix -> set. A committed batch
+# wakes only the watchers of keys it wrote, with the state read from the durable LMDB
+# snapshot (never the overlay), serialised once and written as the same bytes to every
+# waiting transport. Timeouts use the shared Deadlines heap.
+#
+# Delete markers for prefix watches are kept in memory for `delete_retention` seconds;
+# after a restart the history starts at the revision found on disk, and a watch from an
+# older revision answers 410 compacted (the client re-reads and watches from Rev).
+
+cdef class Watcher(Timed):
+    cdef WatchHub hub
+    cdef Conn conn
+    cdef Slot slot
+    cdef bytes acc
+    cdef bytes k            # key watch: full record key; prefix watch: None
+    cdef bytes kj
+    cdef bytes prefix       # prefix watch: account \0 prefix
+    cdef int64_t ver        # the version (key) or revision (prefix) the client has
+    cdef bint live
+
+    cdef void on_time(self, double now):
+        self.hub.timed_out(self)
+
+    def drop(self):
+        self.hub.remove(self)
+
+
+cdef class AccountHistory:
+    """Delete markers of one account, oldest first, and the revision before which the
+    server no longer knows about deletes."""
+    cdef list marks          # [(rev, wall time, key bytes)]
+    cdef int64_t floor       # watches from a revision below this answer 410
+
 
 cdef class WatchHub:
     cdef Server srv
+    cdef Deadlines dl
+    cdef dict keys           # record key -> set of Watcher
+    cdef dict prefixes       # account -> {prefix record key -> set of Watcher}
+    cdef dict history        # account -> AccountHistory
+    cdef readonly Py_ssize_t nwatchers
+    cdef double retention
 
-    def __cinit__(self, Server srv):
+    def __cinit__(self, Server srv, Deadlines dl):
         self.srv = srv
+        self.dl = dl
+        self.keys = {}
+        self.prefixes = {}
+        self.history = {}
+        self.nwatchers = 0
+        self.retention = srv.cfg.delete_retention
+
+    # ---- delete markers (called for every delete that writes) --------------------------
+    cdef AccountHistory _history(self, bytes acc):
+        cdef AccountHistory h = self.history.get(acc)
+        if h is None:
+            h = AccountHistory.__new__(AccountHistory)
+            h.marks = []
+            # what happened before this process saw the account is unknown
+            h.floor = self._durable_rev(acc)
+            self.history[acc] = h
+        return h
+
+    cdef void deleted(self, bytes acc, bytes k, int64_t rev):
+        cdef AccountHistory h = self._history(acc)
+        h.marks.append((rev, wall_now(), k))
+        self._trim(h)
+
+    cdef void _trim(self, AccountHistory h):
+        cdef double cutoff = wall_now() - self.retention
+        cdef Py_ssize_t i = 0, n = len(h.marks)
+        while i < n and <double>h.marks[i][1] < cutoff:
+            i += 1
+        if i:
+            h.floor = max(h.floor, <int64_t>h.marks[i - 1][0])
+            del h.marks[:i]
+
+    # ---- reads of the durable snapshot -------------------------------------------------
+    cdef int64_t _durable_rev(self, bytes acc) except -1:
+        raw = self.srv.store.rtxn.get(b"rev\0" + acc, None, self.srv.store.db_meta)
+        return 0 if raw is None else unpack_i64(raw)
+
+    cdef bytes _key_body(self, bytes kj, int64_t ver, object val):
+        if ver == 0:
+            return b'{"Key":%s,"Version":0}' % kj
+        return b'{"Key":%s,"Value":%s,"Version":%d}' % (kj, <bytes>val, ver)
+
+    cdef bytes _prefix_changes(self, bytes acc, bytes prefix, int64_t since):
+        """{"Rev","KV"} of keys under `prefix` (a record key prefix) changed after
+        revision `since`, from the durable snapshot; None if there are none."""
+        cdef Store st = self.srv.store
+        cdef dict found = {}
+        cdef Py_ssize_t skip = len(acc) + 1
+        cdef int64_t ver, rev = self._durable_rev(acc)
+        cdef AccountHistory h
+        cur = st.rtxn.cursor(st.db_kv)
+        if cur.set_range(prefix):
+            for k, v in cur:
+                if not (<bytes>k).startswith(prefix):
+                    break
+                ver = unpack_i64(v)
+                if ver > since:
+                    found[k] = b'{"Key":%s,"Value":%s,"Version":%d}' % (json_str((<bytes>k)[skip:]), (<bytes>v)[8:], ver)
+        h = self.history.get(acc)
+        if h is not None:
+            last_delete = {}
+            for mrev, _, mk in h.marks:          # oldest first: the last delete wins
+                if since < <int64_t>mrev <= rev and (<bytes>mk).startswith(prefix):
+                    last_delete[mk] = mrev
+            for mk, mrev in last_delete.items():
+                if mk not in found:              # not re-created since
+                    found[mk] = b'{"Key":%s,"Version":%d,"Deleted":true}' % (json_str((<bytes>mk)[skip:]), <int64_t>mrev)
+        if not found:
+            return None
+        return b'{"Rev":%d,"KV":[%s]}' % (rev, b",".join(found.values()))
+
+    # ---- starting a watch ----------------------------------------------------------------
+    cdef int begin_post(self, Server srv, Request r) except -1:
+        cdef object body = parse_json(r.body)
+        cdef dict d
+        cdef object key = None, prefix = None, version = None
+        cdef double timeout = 30.0
+        cdef bint has_key = False
+        if type(body) is not dict:
+            raise ApiError(400, "bad_request", "request body must be a JSON object")
+        d = <dict>body
+        for name, v in d.items():
+            if name == "ID" or name == "Key":
+                if has_key:
+                    raise ApiError(400, "bad_request", "send ID or Key, not both")
+                has_key = True
+                key = key_bytes(v, name)
+            elif name == "Prefix":
+                if type(v) is not str:
+                    raise ApiError(400, "bad_request", "Prefix must be a string")
+                try:
+                    prefix = (<str>v).encode("utf-8")
+                except UnicodeEncodeError:
+                    raise ApiError(400, "bad_request", "Prefix contains a lone surrogate escape")
+                if len(prefix) > MAX_KEY_BYTES or b"\0" in prefix:
+                    raise ApiError(400, "bad_key", "Prefix must be at most 256 UTF-8 bytes without NUL")
+            elif name == "Version":
+                version = as_int64(v, "Version", 0, INT64_MAX)
+            elif name == "Timeout":
+                timeout = as_seconds(_not_null(v, name), "Timeout", srv.max_watch_timeout, True)
+            else:
+                raise ApiError(400, "bad_request", "unknown field " + str(name))
+        if version is None:
+            raise ApiError(400, "bad_request", "Version is required")
+        if has_key == (prefix is not None):
+            raise ApiError(400, "bad_request", "send exactly one of ID (or Key) and Prefix")
+        if has_key:
+            return self._watch_key(r, key, version, timeout)
+        return self._watch_prefix(r, prefix, version, timeout)
 
     cdef int begin_get(self, Server srv, Request r) except -1:
-        raise ApiError(400, "bad_request", "watches are not available in this build")
+        cdef dict params = r.params()
+        cdef int64_t version = _qint(params, "watch", 0, 0, INT64_MAX)
+        cdef double timeout = _qseconds(params, "timeout", 30.0, srv.max_watch_timeout, True)
+        return self._watch_key(r, r.key, version, timeout)
+
+    cdef int _watch_key(self, Request r, bytes key, int64_t version, double timeout) except -1:
+        cdef Store st = self.srv.store
+        cdef bytes k = r.acc + b"\0" + key
+        cdef bytes kj = json_str(key)
+        cdef int64_t cur = st.kv_read(k)
+        cdef Watcher w
+        cdef set group
+        if cur != version or timeout == 0 or self.srv.shutting_down:
+            r.conn.reply(200, self._key_body(kj, cur, st.r_val), commit_seq(self.srv, False), r.head)
+            return 0
+        group = self.keys.get(k)
+        self._check_room(group)
+        w = self._new(r, timeout, version)
+        w.k = k
+        w.kj = kj
+        if group is None:
+            group = set()
+            self.keys[k] = group
+        group.add(w)
+        return 0
+
+    cdef int _watch_prefix(self, Request r, bytes prefix, int64_t version, double timeout) except -1:
+        cdef bytes acc = r.acc
+        cdef bytes p = acc + b"\0" + prefix
+        cdef AccountHistory h = self._history(acc)
+        cdef int64_t rev = self._durable_rev(acc)
+        cdef bytes body
+        cdef dict groups
+        cdef set group
+        cdef Watcher w
+        self._trim(h)
+        if version < h.floor:
+            raise ApiError(410, "compacted", "changes before revision %d are no longer known" % h.floor,
+                           {"Rev": rev})
+        body = self._prefix_changes(acc, p, version) if version < rev else None
+        if body is not None or timeout == 0 or self.srv.shutting_down:
+            if body is None:
+                body = b'{"Rev":%d,"KV":[]}' % rev
+            r.conn.reply(200, body, 0, r.head)
+            return 0
+        groups = self.prefixes.get(acc)
+        group = groups.get(p) if groups is not None else None
+        self._check_room(group)
+        # a revision from the future waits for the next change, as in etcd
+        w = self._new(r, timeout, min(version, rev))
+        w.acc = acc
+        w.prefix = p
+        if groups is None:
+            groups = {}
+            self.prefixes[acc] = groups
+        if group is None:
+            group = set()
+            groups[p] = group
+        group.add(w)
+        return 0
+
+    cdef int _check_room(self, set group) except -1:
+        if self.nwatchers >= self.srv.max_watchers or (
+                group is not None and len(group) >= self.srv.max_watchers_per_key):
+            raise ApiError(429, "too_many", "too many watchers", None, b"Retry-After: 1\r\n")
+        return 0
+
+    cdef Watcher _new(self, Request r, double timeout, int64_t version):
+        cdef Watcher w = Watcher.__new__(Watcher)
+        w.hub = self
+        w.conn = r.conn
+        w.ver = version
+        w.live = True
+        w.k = w.prefix = w.acc = None
+        w.slot = r.conn.reserve(w, r.head)
+        self.nwatchers += 1
+        self.dl.set(w, mono_now() + timeout)
+        return w
+
+    # ---- ending a watch ---------------------------------------------------------------------
+    cdef void remove(self, Watcher w):
+        cdef set group
+        cdef dict groups
+        if not w.live:
+            return
+        w.live = False
+        self.nwatchers -= 1
+        self.dl.clear(w)
+        if w.k is not None:
+            group = self.keys.get(w.k)
+            if group is not None:
+                group.discard(w)
+                if not group:
+                    del self.keys[w.k]
+        else:
+            groups = self.prefixes.get(w.acc)
+            if groups is not None:
+                group = groups.get(w.prefix)
+                if group is not None:
+                    group.discard(w)
+                    if not group:
+                        del groups[w.prefix]
+                        if not groups:
+                            del self.prefixes[w.acc]
+
+    cdef void _answer(self, Watcher w, bytes data, bytes body, int64_t seq):
+        """`data` is the framed response shared by every plain slot."""
+        self.remove(w)
+        if w.slot.close or w.slot.head:
+            data = frame(200, body, w.slot.close, w.slot.head)
+        w.conn.fill(w.slot, data, seq)
+
+    cdef void timed_out(self, Watcher w):
+        cdef Store st = self.srv.store
+        cdef bytes body
+        cdef int64_t v
+        w.dl_when = 0
+        if not w.live:
+            return
+        st.wait_seq = 0
+        if w.k is not None:
+            v = st.kv_read(w.k)
+            body = self._key_body(w.kj, v, st.r_val)
+        else:
+            body = b'{"Rev":%d,"KV":[]}' % self._durable_rev(w.acc)
+        self._answer(w, frame(200, body), body, st.wait_seq if st.wait_seq > st.durable_seq else 0)
+
+    # ---- wake-ups after a commit ----------------------------------------------------------
+    cdef void committed(self, Batch b):
+        """Batch b is durable: answer the watchers of the keys it wrote."""
+        cdef bytes k, body, data
+        cdef set group
+        cdef dict groups, bodies
+        cdef Watcher w
+        cdef int64_t ver
+        cdef Store st = self.srv.store
+        if self.nwatchers == 0:
+            return
+        for k in b.kv:
+            group = self.keys.get(k)
+            if group:
+                raw = st.rtxn.get(k, None, st.db_kv)
+                ver = 0 if raw is None else unpack_i64(raw)
+                body = None
+                for w in list(group):
+                    if w.ver != ver:
+                        if body is None:
+                            body = self._key_body(w.kj, ver, None if raw is None else (<bytes>raw)[8:])
+                            data = frame(200, body)
+                        self._answer(w, data, body, 0)
+        if self.prefixes:
+            for acc in b.revs:
+                groups = self.prefixes.get(acc)
+                if not groups:
+                    continue
+                for p in list(groups):
+                    if not any([(<bytes>k).startswith(p) for k in b.kv]):
+                        continue
+                    bodies = {}        # watchers at the same revision share one answer
+                    for w in list(groups.get(p, ())):
+                        if w.ver not in bodies:
+                            body = self._prefix_changes(acc, p, w.ver)
+                            bodies[w.ver] = None if body is None else (body, frame(200, body))
+                        pair = bodies[w.ver]
+                        if pair is not None:
+                            self._answer(w, pair[1], pair[0], 0)
 
     cpdef shutdown(self):
-        pass
+        """Answer every watcher at once with its current state."""
+        cdef Watcher w
+        for group in list(self.keys.values()):
+            for w in list(group):
+                self.timed_out(w)
+        for groups in list(self.prefixes.values()):
+            for group in list(groups.values()):
+                for w in list(group):
+                    self.timed_out(w)
