@@ -52,8 +52,9 @@ cdef inline double unpack_f64be(bytes b):
     return d
 
 
-cdef int json_depth_ok(bytes body):
-    """1 if no array/object nests deeper than MAX_JSON_DEPTH, else 0 (strings skipped)."""
+cdef int json_scan(bytes body) noexcept:
+    """What ujson lets through but JSON forbids: 0 fine, 1 nesting deeper than
+    MAX_JSON_DEPTH, 2 a raw control character inside a string. One pass, in C."""
     cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(body)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(body), i = 0
     cdef int depth = 0
@@ -63,23 +64,28 @@ cdef int json_depth_ok(bytes body):
         if c == b'"':
             i += 1
             while i < n and p[i] != b'"':
+                if p[i] < 0x20:
+                    return 2
                 if p[i] == b'\\':
                     i += 1
                 i += 1
         elif c == b'[' or c == b'{':
             depth += 1
             if depth > MAX_JSON_DEPTH:
-                return 0
+                return 1
         elif c == b']' or c == b'}':
             depth -= 1
         i += 1
-    return 1
+    return 0
 
 
 cdef object parse_json(bytes body):
     """Parse a request body; raises ApiError 400 on anything API.md rejects."""
-    if body.count(b'[') + body.count(b'{') > MAX_JSON_DEPTH and not json_depth_ok(body):
+    cdef int bad = json_scan(body)
+    if bad == 1:
         raise ApiError(400, "bad_request", "JSON nested deeper than 512 levels")
+    if bad == 2:
+        raise ApiError(400, "bad_request", "invalid JSON: control character in a string")
     try:
         return _ujson_loads(body)
     except (ValueError, OverflowError) as e:
@@ -150,8 +156,8 @@ cdef int account_ok(bytes acc):
 
 
 # ---- Python-visible wrappers for unit tests -------------------------------------------
-def _json_depth_ok(bytes body):
-    return bool(json_depth_ok(body))
+def _json_scan(bytes body):
+    return json_scan(body)
 
 def _json_str(bytes utf8):
     return json_str(utf8)

@@ -114,7 +114,10 @@ cdef class Conn:
             if self.fatal is not None:
                 self._emit_close(self.fatal)
             elif not self.closing:
-                self._fail(400, "bad_request", "malformed HTTP request: " + str(e))
+                if "HTTP version" in str(e):
+                    self._fail(505, "http_version_not_supported", "only HTTP/1.0 and HTTP/1.1 are served")
+                else:
+                    self._fail(400, "bad_request", "malformed HTTP request: " + str(e))
         self.in_feed = False
         if self.in_headers and not self.began_in_chunk and not self.closing:
             self.partial_hdr += len(data)

@@ -1,0 +1,89 @@
+"""Unit tests of the Cython pieces of cdragon._core, called directly (no server)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import uvloop
+
+from cdragon import _core
+
+
+# ---- codec: the JSON scanner that backs ujson up ------------------------------------
+@pytest.mark.parametrize("body,verdict", [
+    (b'{"a":[1,2,{"b":"c"}]}', 0),
+    (b"[" * 512 + b"]" * 512, 0),
+    (b"[" * 513 + b"]" * 513, 1),
+    (b'{"k":"' + b"[" * 2000 + b'"}', 0),          # brackets inside a string don't count
+    (b'{"k":"a\\"[[[["}', 0),                       # escaped quote keeps us in the string
+    (b'{"k":"tab\there"}', 2),                      # raw control character in a string
+    (b'{"k":"esc\\there"}', 0),                     # the escaped form is fine
+])
+def test_json_scan(body, verdict):
+    assert _core._json_scan(body) == verdict
+
+
+@pytest.mark.parametrize("key", ["plain", "with space", 'quo"te', "back\\slash", "ctl\x01", "日本", "a/b"])
+def test_json_str_round_trips(key):
+    out = _core._json_str(key.encode("utf-8"))
+    assert json.loads(out) == key
+
+
+def test_json_str_fast_path_is_plain_quoting():
+    assert _core._json_str(b"cfg/db/url") == b'"cfg/db/url"'
+
+
+@pytest.mark.parametrize("acc,ok", [
+    (b"a", True), (b"A-z_0.9", True), (b"x" * 64, True), (b"x" * 65, False),
+    (b"", False), (b"a b", False), (b"a/b", False), (b"\xc3\xa9", False), (b"a%20", False),
+])
+def test_account_rules(acc, ok):
+    assert _core._account_ok(acc) is ok
+
+
+@pytest.mark.parametrize("v,d", [(0, 0.0), (1, 1.5), (-(2**63), 1e300), (2**63 - 1, 1718600000.123)])
+def test_pack_round_trip(v, d):
+    iv, dv, raw = _core._pack_roundtrip(v, d)
+    assert (iv, dv) == (v, d)
+    assert len(raw) == 8
+
+
+def test_expiry_encoding_sorts_by_time():
+    raws = [_core._pack_roundtrip(0, t)[2] for t in (1.0, 2.5, 1e9, 1718600000.5, 4e9)]
+    assert raws == sorted(raws)
+
+
+# ---- respond: framing ------------------------------------------------------------------
+def test_frame_json():
+    out = _core._frame(200, b'{"a":1}')
+    assert out == (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                   b"Content-Length: 7\r\n\r\n{\"a\":1}")
+
+
+def test_frame_head_keeps_length_drops_body_and_close():
+    out = _core._frame(404, b'{"x":2}', close=True, head=True)
+    head, _, body = out.partition(b"\r\n\r\n")
+    assert body == b""
+    assert b"Content-Length: 7" in head and b"Connection: close" in head
+    assert head.startswith(b"HTTP/1.1 404 Not Found\r\n")
+
+
+def test_frame_text():
+    out = _core._frame(200, b"hello", text=True)
+    assert b"Content-Type: text/plain; charset=utf-8\r\n" in out and out.endswith(b"\r\n\r\nhello")
+
+
+# ---- deadlines: one heap, one timer ---------------------------------------------------------
+def test_deadlines_fire_in_order_and_skip_cancelled():
+    loop = uvloop.new_event_loop()
+    try:
+        d, fired = _core._test_deadlines(loop, [
+            ("c", 0.06), ("a", 0.02), ("b", 0.04), ("x", 0.03), ("x", None),   # x cancelled
+            ("m", 0.01), ("m", 0.05),                                       # m moved later
+        ])
+        assert len(d) == 4
+        loop.run_until_complete(__import__("asyncio").sleep(0.15))
+        assert fired == ["a", "b", "m", "c"]
+        assert len(d) == 0
+    finally:
+        loop.close()
