@@ -64,7 +64,13 @@ class Storage:
 
     # ---- loop side ----------------------------------------------------------------
     def used_bytes(self) -> int:
-        return (self.env.info()["last_pgno"] + 1) * self.psize
+        """Bytes in pages that hold data now. Pages freed by deletes are reused by later
+        writes, so this (not the file's high-water mark) is what fills the map."""
+        pages = 2  # the two meta pages
+        with self.env.begin() as txn:
+            for st in [self.env.stat()] + [txn.stat(db) for db in self.dbs.values()]:
+                pages += st["branch_pages"] + st["leaf_pages"] + st["overflow_pages"]
+        return pages * self.psize
 
     def begin_read(self):
         return self.env.begin(buffers=False)

@@ -43,6 +43,19 @@ cdef class Txn:
     cdef bint writes_anything(self):
         return bool(self.kvset or self.atomic or self.seqs or self.idem)
 
+    cdef bint only_deletes(self):
+        """Deleting keys and resetting counters frees space, so a full store takes it."""
+        cdef Op op
+        if self.seqs or self.idem:
+            return False
+        for op in self.kvset:
+            if op.val is not None:
+                return False
+        for op in self.atomic:
+            if not op.is_set or op.n != 0:
+                return False
+        return True
+
 
 cdef inline bytes _rec_key(bytes acc, bytes key):
     return acc + b"\0" + key
@@ -249,7 +262,7 @@ cdef int run_txn(Txn t, Store st, Server srv) except -1:
     cdef dict seq_last = None
     cdef bint kv_writes = False, wrote = False
     cdef Py_ssize_t i
-    if t.writes_anything() and not st.has_room():
+    if t.writes_anything() and not t.only_deletes() and not st.has_room():
         raise ApiError(507, "storage_full", "the data store reached its configured maximum size")
     # idempotency
     if t.idem:
