@@ -19,6 +19,7 @@ import uvloop
 
 from cdragon import __version__
 from cdragon._core import Server
+from cdragon import sd_notify
 from cdragon.config import Config
 from cdragon.storage import Storage
 
@@ -60,6 +61,7 @@ class Runner:
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.begin_shutdown)
         log.info("cdragon %s serving on %s, data in %s", __version__, self.cfg.listen, self.cfg.data_dir)
+        sd_notify.notify(f"READY=1\nSTATUS=serving on {self.cfg.listen}")  # systemd Type=notify
         try:
             self.loop.run_forever()
         finally:
@@ -72,6 +74,7 @@ class Runner:
         if self.stopping:
             return
         self.stopping = True
+        sd_notify.notify("STOPPING=1")
         log.info("shutting down")
         self.listener.close()
         self._drain_backlog()

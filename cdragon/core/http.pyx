@@ -198,7 +198,8 @@ cdef class Conn:
         self.dl_kind = DL_NONE
         self.srv.dispatch(self, self.parser.get_method(), self.url, body)
         if self.want_close:
-            raise _Abort()   # no further pipelined request is read
+            self.closing = True   # the answer (queued or sent) closes the connection
+            raise _Abort()        # and no further pipelined request is read
 
     # ---- responding ------------------------------------------------------------------
     cdef inline void reply(self, int status, bytes body, int64_t seq, bint head, bint text=False):
