@@ -40,3 +40,23 @@ bench: setup
 
 clean:
 	rm -rf build cdragon/*.so cdragon/*.c cdragon/.core-built
+
+# `make binary`: dist/cdragon, one executable with Python and every dependency inside
+# (see packaging/README.md). PyInstaller is installed into .venv by this target only.
+BINARY_DEPS := $(CORE_SO) $(VENV)/.pyinstaller $(wildcard cdragon/*.py) requirements.txt \
+	packaging/cdragon.spec packaging/entry.py
+
+binary: dist/cdragon
+
+$(VENV)/.pyinstaller: $(VENV)/.deps packaging/requirements-binary.txt
+	$(PY) -m pip install -q -r packaging/requirements-binary.txt
+	touch $@
+
+# built aside, then moved into place: a running or half-written dist/cdragon is never hit
+dist/cdragon: $(BINARY_DEPS)
+	rm -rf build/pyinstaller
+	$(PY) -m PyInstaller --noconfirm --clean --log-level WARN \
+	  --distpath build/pyinstaller/dist --workpath build/pyinstaller/work packaging/cdragon.spec
+	mkdir -p dist
+	mv -f build/pyinstaller/dist/cdragon $@
+	@ls -l $@ && ./$@ version

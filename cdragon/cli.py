@@ -5,6 +5,8 @@ Owns argument parsing and exit codes only; serving lives in cdragon.server.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import platform
 import sys
 
@@ -26,19 +28,45 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _version_line() -> str:
+    """Version, Python, the glibc we run on and, for the single executable (PyInstaller),
+    the glibc it was built on and the oldest one it needs (packaging/cdragon.spec)."""
+    try:
+        libc = os.confstr("CS_GNU_LIBC_VERSION") or "libc unknown"
+    except (ValueError, OSError):
+        libc = "libc unknown"
+    line = f"cdragon {__version__} (Python {platform.python_version()}, {libc}"
+    if getattr(sys, "frozen", False):
+        try:
+            with open(os.path.join(sys._MEIPASS, "cdragon_build.json"), encoding="utf-8") as fh:
+                info = json.load(fh)
+            line += (f"; single executable built on glibc {info['glibc_built_on']},"
+                     f" needs glibc >= {info['glibc_needed']}")
+        except (OSError, ValueError, KeyError, AttributeError):
+            line += "; single executable"
+    return line + ")"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.cmd == "version":
-        print(f"cdragon {__version__} (Python {platform.python_version()}, glibc {platform.libc_ver()[1] or 'unknown'})")
+        print(_version_line())
         return 0
     if args.cmd == "check-config":
         path = args.file or args.config
+        env = sorted(k for k in os.environ if k.startswith("CDRAGON_"))
         try:
             cfg = load(path)
         except ConfigError as e:
-            print(f"cdragon: config error: {e}", file=sys.stderr)
+            msg = str(e)
+            if path and path not in msg and not any(k in msg for k in env):
+                # range checks name neither the file nor the variable
+                msg = f"{path}{' with ' + ', '.join(env) if env else ''}: {msg}"
+            print(f"cdragon: config error: {msg}", file=sys.stderr)
             return 2
-        print(f"config ok: listen={cfg.listen} data_dir={cfg.data_dir}")
+        print(f"config ok: {path or 'no file, built-in defaults'}"
+              + (f" (with {', '.join(env)} from the environment)" if env else "")
+              + f": listen={cfg.listen} data_dir={cfg.data_dir}")
         return 0
     try:
         cfg = load(args.config, overrides={"listen": args.listen, "data_dir": args.data_dir})

@@ -97,6 +97,7 @@ class Runner:
         s.close()
 
     def _wait_drained(self) -> None:
+        self.server.close_idle(0.1)
         if self.server.drained() or (time.monotonic() > self.deadline and self.server.committed_everything()):
             self.loop.stop()
             return

@@ -89,6 +89,9 @@ def assert_error(resp: Resp, status: int, code: str):
 # --------------------------------------------------------------------------- http.client
 
 
+NOBODY = object()  # "send no body" (None is the JSON value null)
+
+
 class Client:
     """A keep-alive HTTP client for one server. Reconnects when the server closed."""
 
@@ -115,12 +118,14 @@ class Client:
             self.conn = c
         return c
 
-    def request(self, method: str, path: str, body=None, headers: dict | None = None) -> Resp:
+    def request(self, method: str, path: str, body=NOBODY, headers: dict | None = None) -> Resp:
+        """body: bytes are sent as they are; anything else (str and None included) as its
+        JSON; NOBODY (the default) sends no body."""
         hdrs = dict(headers or {})
-        if body is not None and not isinstance(body, (bytes, str)):
-            body = json.dumps(body)
-        if isinstance(body, str):
-            body = body.encode("utf-8")
+        if body is NOBODY:
+            body = None
+        elif not isinstance(body, bytes):
+            body = json.dumps(body).encode("utf-8")
         if body is not None:
             hdrs.setdefault("Content-Type", "application/json")
         conn = self._connection()
@@ -144,17 +149,19 @@ class Client:
     def head(self, path, **kw):
         return self.request("HEAD", path, **kw)
 
-    def put(self, path, body=None, **kw):
+    def put(self, path, body=NOBODY, **kw):
         return self.request("PUT", path, body=body, **kw)
 
-    def post(self, path, body=None, **kw):
+    def post(self, path, body=NOBODY, **kw):
         return self.request("POST", path, body=body, **kw)
 
     def delete(self, path, **kw):
         return self.request("DELETE", path, **kw)
 
     def db(self, acc: str, body) -> Resp:
-        """POST /db/{acc} with a JSON body (dict) or raw bytes/str."""
+        """POST /db/{acc} with a JSON body (dict) or a raw JSON text (bytes/str)."""
+        if isinstance(body, str):
+            body = body.encode("utf-8")
         return self.request("POST", f"/db/{acc}", body=body)
 
     def db_ok(self, acc: str, body) -> dict:

@@ -347,6 +347,8 @@ def test_http10_keep_alive_when_asked(server, acc):
             r = raw.read_response()
             framing_ok(r)
             assert r.status == 200 and r.json == {"Key": "c", "Value": i}
+            # an HTTP/1.0 client keeps the connection only when told so (ApacheBench -k)
+            assert (r.header("Connection") or "").lower() == "keep-alive", r.header_list
         assert raw.is_open()
         raw.send(b"GET /health HTTP/1.0\r\n\r\n")
         assert raw.read_response().status == 200
@@ -593,3 +595,124 @@ def test_max_connections_gives_429_with_retry_after(server_factory):
     finally:
         for raw in held:
             raw.close()
+
+
+# =========================================================================== more edges
+
+
+def test_expect_100_continue_with_body_sent_at_once(server, acc):
+    """A client that does not wait for 100 Continue: at most one interim response, then
+    the answer, and the next pipelined request stays in step."""
+    body = b'{"Atomic": [{"Key": "c", "Add": 2}]}'
+    req = (f"POST /db/{acc} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+           f"Expect: 100-continue\r\n\r\n").encode() + body
+    with server.raw() as raw:
+        raw.send(req + http_request("POST", f"/db/{acc}/counter/c"))
+        r = raw.read_response()
+        if r.status == 100:
+            r = raw.read_response()
+        assert r.status == 200 and r.json == {"Atomic": [{"Key": "c", "Value": 2}]}
+        r = raw.read_response()
+        assert r.status == 200 and r.json == {"Key": "c", "Value": 3}
+
+
+def test_expect_100_continue_with_chunked_body(server, acc):
+    body = b'{"KVSet": [{"Key": "ec", "Value": "both"}]}'
+    head = (f"POST /db/{acc} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+            f"Expect: 100-continue\r\n\r\n").encode()
+    with server.raw() as raw:
+        raw.send(head)
+        assert raw.read_response().status == 100
+        raw.send(chunked(body))
+        r = raw.read_response()
+        assert r.status == 200 and r.json == {"KVSet": [{"Key": "ec", "Version": 1}]}
+
+
+def test_body_on_get_is_consumed(server):
+    with server.raw() as raw:
+        raw.send(b"GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+                 + http_request("GET", "/health"))
+        for _ in range(2):
+            r = raw.read_response()
+            assert r.status == 200 and r.json == {"Status": "ok", "Version": VERSION}
+
+
+def test_slow_chunked_body_gets_408(timeouts_server):
+    acc = unique_account("slowchunk")
+    with timeouts_server.raw() as raw:
+        raw.send(f"POST /db/{acc} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".encode()
+                 + b"5\r\n{\"KVS")
+        assert_error(raw.read_response(timeout=20), 408, "request_timeout")
+        raw.wait_closed()
+    timeouts_server.assert_alive()
+
+
+def test_second_request_on_keep_alive_also_has_a_header_deadline(timeouts_server):
+    with timeouts_server.raw() as raw:
+        raw.send(http_request("GET", "/health"))
+        assert raw.read_response().status == 200
+        raw.send(b"GET /health HTTP/1.1\r\nHo")
+        assert_error(raw.read_response(timeout=20), 408, "request_timeout")
+        raw.wait_closed()
+
+
+def test_error_responses_of_every_kind_are_framed(limits_server, server):
+    """413, 431, 400 (malformed), 505 and 408-free paths: Content-Length + JSON type."""
+    cases = [
+        (limits_server, b"POST /db/x HTTP/1.1\r\nHost: x\r\nContent-Length: 9999\r\n\r\n" + b" " * 9999, 413),
+        (limits_server, b"GET /health HTTP/1.1\r\nX: " + b"a" * 3000 + b"\r\n\r\n", 431),
+        (server, b"GET /health HTTP/9.9\r\n\r\n", 505),
+        (server, b"\x01\x02\x03\r\n\r\n", 400),
+    ]
+    for srv, data, status in cases:
+        with srv.raw() as raw:
+            raw.send(data)
+            r = raw.read_response()
+            assert r.status == status, r
+            framing_ok(r)
+
+
+def test_many_simultaneous_connections(server, acc):
+    conns = [server.raw(timeout=30) for _ in range(300)]
+    try:
+        for raw in conns:
+            raw.send(http_request("POST", f"/db/{acc}/counter/c"))
+        values = sorted(raw.read_response().json["Value"] for raw in conns)
+        assert values == list(range(1, 301))
+    finally:
+        for raw in conns:
+            raw.close()
+    server.assert_alive()
+
+
+def test_upgrade_request_is_served_as_plain_http11(server, acc):
+    """`curl --http2 http://...` asks for an h2c upgrade; a server that does not upgrade
+    ignores the Upgrade header (RFC 9110 §7.8) and serves the request, body included,
+    and the connection goes on as HTTP/1.1."""
+    body = json.dumps({"KVSet": [{"Key": "up", "Value": "graded"}]}).encode()
+    req = (f"POST /db/{acc} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+           f"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"
+           f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+    with server.raw() as raw:
+        raw.send(req + http_request("GET", f"/db/{acc}/kv/up"))
+        r = raw.read_response()
+        assert r.status == 200 and r.json == {"KVSet": [{"Key": "up", "Version": 1}]}, r
+        r = raw.read_response()
+        assert r.status == 200 and r.json == {"Key": "up", "Value": "graded", "Version": 1}, r
+    with server.raw() as raw:
+        raw.send(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+        assert raw.read_response().status == 200
+        raw.send(http_request("GET", f"/db/{acc}/kv/up"))
+        r = raw.read_response()
+        assert r.status == 200 and r.json == {"Key": "up", "Value": "graded", "Version": 1}, r
+
+
+def test_idle_timer_restarts_after_each_request(timeouts_server):
+    """idle_timeout is 2 s: requests 0.8 s apart keep one connection alive for longer."""
+    with timeouts_server.raw() as raw:
+        for _ in range(4):
+            raw.send(http_request("GET", "/health"))
+            assert raw.read_response().status == 200
+            time.sleep(0.8)
+        raw.send(http_request("GET", "/health"))
+        assert raw.read_response().status == 200

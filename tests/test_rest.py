@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import INT64_MAX, VERSION, assert_error, unique_account
+from helpers import INT64_MAX, NOBODY, VERSION, assert_error, unique_account
 
 
 def ok(r, status=200):
@@ -203,7 +203,7 @@ def test_longest_key_in_path(client, acc):
                                           ("GET", "counter/c"), ("POST", "counter/c"),
                                           ("GET", "sequence/s"), ("POST", "sequence/s")])
 def test_bad_account_in_path(client, account, method, route):
-    body = 1 if method == "PUT" else None
+    body = b"1" if method == "PUT" else NOBODY
     assert_error(client.request(method, f"/db/{account}/{route}", body=body), 400, "bad_account")
 
 
@@ -333,7 +333,7 @@ def test_head_writes_nothing(client, acc):
     ("POST", "/db/a/kvs/k"), ("GET", "/healthz"), ("GET", "/health/x"),
 ])
 def test_unknown_route_is_404(client, method, path):
-    assert_error(client.request(method, path, body=b"{}" if method == "POST" else None), 404, "not_found")
+    assert_error(client.request(method, path, body=b"{}" if method == "POST" else NOBODY), 404, "not_found")
 
 
 @pytest.mark.parametrize("method,route", [
@@ -344,9 +344,64 @@ def test_unknown_route_is_404(client, method, path):
     ("POST", "/health"), ("DELETE", "/health"), ("PUT", "/ready"),
 ])
 def test_wrong_method_is_405(client, acc, method, route):
-    body = b"1" if method in ("PUT", "POST", "PATCH") else None
+    body = b"1" if method in ("PUT", "POST", "PATCH") else NOBODY
     r = client.request(method, route.format(acc=acc), body=body)
     assert_error(r, 405, "method_not_allowed")
     assert_error(client.get(f"/db/{acc}/kv/k"), 404, "not_found")
     assert ok(client.get(f"/db/{acc}/sequence/s")) == {"Key": "s", "Value": 0}
     assert ok(client.get(f"/db/{acc}/counter/c")) == {"Key": "c", "Value": 0}
+
+
+# =========================================================================== more edges
+
+
+@pytest.mark.parametrize("ctype", [None, "application/x-www-form-urlencoded", "text/plain"])
+def test_body_is_json_whatever_the_content_type(server, acc, ctype):
+    """curl -d sends application/x-www-form-urlencoded; the body is JSON all the same."""
+    from helpers import http_request
+    headers = {} if ctype is None else {"Content-Type": ctype}
+    with server.raw() as raw:
+        put = http_request("PUT", f"/db/{acc}/kv/k", b'{"a": 1}', headers=headers)
+        db = http_request("POST", f"/db/{acc}", b'{"KVGet": ["k"]}', headers=headers)
+        if ctype is None:
+            put = put.replace(b"Content-Type: application/json\r\n", b"")
+            db = db.replace(b"Content-Type: application/json\r\n", b"")
+        raw.send(put + db)
+        r = raw.read_response()
+        assert r.status == 200 and r.json == {"Key": "k", "Version": 1}, r
+        r = raw.read_response()
+        assert r.status == 200 and r.json == {"KV": [{"Key": "k", "Value": {"a": 1}, "Version": 1}]}, r
+
+
+def test_health_ignores_query(client):
+    assert ok(client.get("/health?verbose=1")) == {"Status": "ok", "Version": VERSION}
+
+
+def test_put_ver_0_recreates_deleted_key(client, acc):
+    ok(client.put(f"/db/{acc}/kv/k", 1))
+    ok(client.delete(f"/db/{acc}/kv/k"))
+    assert ok(client.put(f"/db/{acc}/kv/k?ver=0", 2)) == {"Key": "k", "Version": 3}
+    assert ok(client.get(f"/db/{acc}/kv/k")) == {"Key": "k", "Value": 2, "Version": 3}
+
+
+def test_put_body_over_max_body_is_413_and_closes(limits_server):
+    acc = unique_account("putbody")
+    body = b'"' + b"b" * 5000 + b'"'
+    with limits_server.raw() as raw:
+        raw.send(f"PUT /db/{acc}/kv/k HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+        assert_error(raw.read_response(), 413, "too_large")
+        raw.wait_closed()
+    c = limits_server.client()
+    assert_error(c.get(f"/db/{acc}/kv/k"), 404, "not_found")
+    c.close()
+
+
+def test_rest_write_reads_back_on_another_connection(server, acc):
+    a, b = server.client(), server.client()
+    for i in range(20):
+        assert ok(a.put(f"/db/{acc}/kv/k", i)) == {"Key": "k", "Version": i + 1}
+        assert ok(b.get(f"/db/{acc}/kv/k")) == {"Key": "k", "Value": i, "Version": i + 1}
+        assert ok(b.post(f"/db/{acc}/counter/c")) == {"Key": "c", "Value": i + 1}
+        assert ok(a.get(f"/db/{acc}/counter/c")) == {"Key": "c", "Value": i + 1}
+    a.close()
+    b.close()

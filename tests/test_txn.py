@@ -638,6 +638,9 @@ def test_duplicated_object_key_last_wins(client, acc):
     assert r.status == 200, r
     assert r.json == {"KVSet": [{"Key": "y", "Version": 2}]}
     assert client.kv(acc, "x") == {"Key": "x", "Version": 0}
+    # the earlier duplicate is dropped, even when it would not be valid on its own
+    r = client.db(acc, '{"KVSet": "junk", "KVSet": [{"Key": "z", "Value": 3}]}')
+    assert r.status == 200 and r.json == {"KVSet": [{"Key": "z", "Version": 3}]}, r
 
 
 def test_whitespace_and_unicode_escapes_in_keys(client, acc):
@@ -901,4 +904,121 @@ def test_concurrent_idempotency_claims_exactly_one_winner(server, acc):
     assert sorted(statuses) == [200] + [409] * 11
     c = server.client()
     assert c.counter(acc, "c") == 1
+    c.close()
+
+
+# =========================================================================== more edges
+
+
+def test_default_max_ops_is_1000(server, client, acc):
+    out = client.db_ok(acc, {"KVSet": [{"Key": f"k{i}", "Value": i} for i in range(1000)]})
+    assert len(out["KVSet"]) == 1000 and {e["Version"] for e in out["KVSet"]} == {1}
+    r = client.db(acc, {"KVSet": [{"Key": f"j{i}", "Value": i} for i in range(999)],
+                        "IdempotencyIDs": ["one", "two"]})
+    assert_error(r, 413, "too_large")
+    assert client.kv(acc, "j0") == {"Key": "j0", "Version": 0}
+    assert client.db_ok(acc, {"IdempotencyIDs": ["one", "two"]}) == {}
+    assert next_version(client, acc) == 2
+
+
+def test_default_max_value_is_512_kib(client, acc):
+    limit = 512 * 1024
+    out = client.db_ok(acc, {"KVSet": [{"Key": "big", "Value": "v" * (limit - 2)}]})
+    assert out == {"KVSet": [{"Key": "big", "Version": 1}]}
+    assert client.kv(acc, "big")["Value"] == "v" * (limit - 2)
+    assert_error(client.db(acc, {"KVSet": [{"Key": "big", "Value": "w" * (limit - 1)}]}), 413, "too_large")
+    assert client.kv(acc, "big")["Version"] == 1
+
+
+def test_default_max_body_is_1_mib(server, acc):
+    body = b'{"KVSet": [{"Key": "a", "Value": 1}]}'
+    body = body + b" " * (1024 * 1024 + 1 - len(body))
+    with server.raw() as raw:
+        def send():
+            try:
+                raw.send(f"POST /db/{acc} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                         + body)
+            except OSError:
+                pass  # the server may refuse (and close) before the whole body is sent
+        sender = threading.Thread(target=send)
+        sender.start()
+        assert_error(raw.read_response(), 413, "too_large")
+        raw.wait_closed()
+        sender.join()
+    c = server.client()
+    assert c.kv(acc, "a") == {"Key": "a", "Version": 0}
+    c.close()
+    server.assert_alive()
+
+
+def test_longest_account_and_key_in_every_namespace(client):
+    acc = unique_account("x")
+    acc = acc + "z" * (64 - len(acc))
+    key = "日" * 85 + "k"  # 256 UTF-8 bytes
+    assert len(acc) == 64 and len(key.encode()) == 256
+    out = client.db_ok(acc, {"IdempotencyIDs": [key], "KVSet": [{"Key": key, "Value": 1}],
+                             "Atomic": [{"Key": key, "Add": 2}], "Seq": [{"Key": key, "Count": 3}]})
+    assert out == {"KVSet": [{"Key": key, "Version": 1}], "Atomic": [{"Key": key, "Value": 2}],
+                   "Seq": [{"Key": key, "Value": 1, "Count": 3}]}
+    assert client.kv(acc, key) == {"Key": key, "Value": 1, "Version": 1}
+    assert_error(client.db(acc, {"IdempotencyIDs": [key]}), 409, "duplicate_request")
+
+
+@pytest.mark.parametrize("value", [
+    2**63, -(2**63), 2**64 - 1, 0.1, 1.5e300, -2.5e-300, 123456789.125, "nul\u0000inside", "\u2028\u2029",
+])
+def test_value_numbers_and_strings_round_trip_exactly(client, acc, value):
+    client.db_ok(acc, {"KVSet": [{"Key": "v", "Value": value}]})
+    got = client.kv(acc, "v")["Value"]
+    assert got == value and type(got) is type(value)
+
+
+def test_huge_integer_value_is_kept_exactly_or_refused(client, acc):
+    r = client.db(acc, '{"KVSet": [{"Key": "v", "Value": 123456789012345678901234567890}]}')
+    if r.status == 200:
+        assert client.kv(acc, "v")["Value"] == 123456789012345678901234567890
+    else:
+        assert_error(r, 400, "bad_request")
+        assert client.kv(acc, "v") == {"Key": "v", "Version": 0}
+
+
+def test_delete_missing_key_with_version_0_is_a_no_op(client, acc):
+    client.db_ok(acc, {"KVSet": [{"Key": "a", "Value": 1}]})
+    out = client.db_ok(acc, {"KVSet": [{"Key": "ghost", "Delete": True, "Version": 0}]})
+    assert out == {"KVSet": [{"Key": "ghost", "Version": 0}]}
+    assert next_version(client, acc) == 2
+
+
+def test_concurrent_multi_key_writes_get_distinct_revisions(server, acc):
+    versions: list[int] = []
+    errors: list = []
+    lock = threading.Lock()
+
+    def worker(t):
+        c = server.client()
+        try:
+            for i in range(20):
+                out = c.db_ok(acc, {"KVSet": [{"Key": f"a{t}", "Value": i}, {"Key": f"b{t}", "Value": i},
+                                              {"Key": "shared", "Value": [t, i]}]})
+                vs = {e["Version"] for e in out["KVSet"]}
+                assert len(vs) == 1, out
+                with lock:
+                    versions.append(vs.pop())
+        except Exception as e:  # pragma: no cover
+            errors.append(e)
+        finally:
+            c.close()
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]
+    assert sorted(versions) == list(range(1, 201))
+    c = server.client()
+    shared = c.kv(acc, "shared")
+    assert shared["Version"] == 200
+    t, i = shared["Value"]
+    assert i == 19 and c.kv(acc, f"a{t}") == {"Key": f"a{t}", "Value": 19, "Version": 200}
     c.close()

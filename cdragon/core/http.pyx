@@ -320,11 +320,8 @@ cdef class Conn:
         elif not self.q and not self.in_request:
             if self.eof:
                 self.transport.close()
-            elif self.srv.shutting_down:
-                self.closing = True
-                self.transport.close()
             else:
-                self._set_deadline(DL_IDLE)
+                self._set_deadline(DL_IDLE)   # during shutdown, Server.close_idle ends it
 
     cdef void _fail(self, int status, str code, str message):
         self._emit_close(frame(status, error_body(code, message), True, False))

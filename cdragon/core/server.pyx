@@ -202,9 +202,16 @@ cdef class Server:
         self.shutting_down = True
         self.locks.shutdown()
         self.watches.shutdown()
-        for c in list(self.conns):
-            c.shutdown_idle()
         self.kick()
+
+    def close_idle(self, double grace):
+        """During shutdown: close connections idle for `grace` seconds. The grace lets
+        a request already in the socket buffer be read and answered, not dropped."""
+        cdef Conn c
+        cdef double cutoff = mono_now() - grace + self.idle_timeout
+        for c in list(self.conns):
+            if c.dl_kind == DL_IDLE and c.deadline <= cutoff:
+                c.shutdown_idle()
 
     def drained(self):
         return not self.writer_busy and self.store.open_batch.empty() and not self.conns

@@ -40,21 +40,19 @@ cdef class Txn:
         self.unlock_id = None
         self.unlock = 0
 
-    cdef bint writes_anything(self):
-        return bool(self.kvset or self.atomic or self.seqs or self.idem)
-
-    cdef bint only_deletes(self):
-        """Deleting keys and resetting counters frees space, so a full store takes it."""
+    cdef bint adds_data(self):
+        """Whether running this may need more storage. Reads (Add: 0, KVGet) need none,
+        and deletes and counter resets free space, so a full store still takes them."""
         cdef Op op
         if self.seqs or self.idem:
-            return False
+            return True
         for op in self.kvset:
             if op.val is not None:
-                return False
+                return True
         for op in self.atomic:
-            if not op.is_set or op.n != 0:
-                return False
-        return True
+            if op.n != 0:          # Set 0 resets (frees), Add 0 only reads
+                return True
+        return False
 
 
 cdef inline bytes _rec_key(bytes acc, bytes key):
@@ -262,8 +260,6 @@ cdef int run_txn(Txn t, Store st, Server srv) except -1:
     cdef dict seq_last = None
     cdef bint kv_writes = False, wrote = False
     cdef Py_ssize_t i
-    if t.writes_anything() and not t.only_deletes() and not st.has_room():
-        raise ApiError(507, "storage_full", "the data store reached its configured maximum size")
     # idempotency
     if t.idem:
         now = wall_now()
@@ -308,6 +304,8 @@ cdef int run_txn(Txn t, Store st, Server srv) except -1:
                 raise ApiError(400, "bad_request", "sequence exhausted")
             op.res = cur + 1
             seq_last[op.k] = cur + op.n
+    if t.adds_data() and not st.has_room():
+        raise ApiError(507, "storage_full", "the data store reached its configured maximum size")
     # reads see the state before this request's writes
     for op in t.kvget:
         op.res = st.kv_read(op.k)

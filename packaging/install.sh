@@ -1,0 +1,118 @@
+#!/bin/sh
+# Install Cloud Dragon as a systemd service. Run as root; safe to run again (an upgrade
+# replaces the binary and the units, never an existing config):
+#
+#     sudo sh install.sh [PATH/TO/cdragon]
+#
+# The binary is the argument, else ./cdragon beside this script, else dist/cdragon of
+# the source tree this script is in. Installs:
+#   /usr/local/bin/cdragon                 the single executable
+#   /etc/systemd/system/cdragon.service    one server (data in /var/lib/cdragon)
+#   /etc/systemd/system/cdragon@.service   one server per port (cdragon@8081, ...)
+#   /etc/cdragon/cdragon.toml              the config, only if there is none yet
+#   /etc/cdragon/cdragon.toml.example      the commented example, always refreshed
+#   system user and group `cdragon`        owner of /var/lib/cdragon*, no login
+# and checks the config with `cdragon check-config`. It does not start anything:
+# `systemctl enable --now cdragon` does (or `systemctl restart cdragon` after an upgrade).
+#
+# DESTDIR=/some/dir installs under that directory instead of / and then skips creating
+# the user, chown and systemctl (for packaging and for tests).
+set -eu
+
+here=$(cd "$(dirname "$0")" && pwd)
+DESTDIR=${DESTDIR:-}
+BINDIR=${BINDIR:-/usr/local/bin}
+UNITDIR=${UNITDIR:-/etc/systemd/system}
+CONFDIR=${CONFDIR:-/etc/cdragon}
+USER_NAME=cdragon
+
+say() { printf 'install.sh: %s\n' "$*"; }
+die() { printf 'install.sh: error: %s\n' "$*" >&2; exit 1; }
+
+# --- what to install -------------------------------------------------------------------
+if [ $# -ge 1 ]; then
+    bin=$1
+elif [ -f "$here/cdragon" ]; then
+    bin=$here/cdragon
+elif [ -f "$here/../dist/cdragon" ]; then
+    bin=$here/../dist/cdragon
+else
+    die "no cdragon binary: give its path (sudo sh install.sh ./cdragon) or run 'make binary'"
+fi
+[ -f "$bin" ] || die "$bin: no such file"
+for f in cdragon.service cdragon@.service cdragon.toml; do
+    [ -f "$here/$f" ] || die "$here/$f is missing (keep install.sh beside the packaging files)"
+done
+# refuse a binary that does not run here (wrong machine, glibc too old, noexec /tmp)
+chmod +x "$bin" 2>/dev/null || true
+if ! version=$("$bin" version 2>&1); then
+    die "$bin does not run on this machine: $version
+(it needs glibc >= the version in packaging/README.md, and an exec-able \$TMPDIR)"
+fi
+say "binary: $version"
+
+if [ -z "$DESTDIR" ] && [ "$(id -u)" != 0 ]; then
+    die "run as root (sudo sh $0), or set DESTDIR to stage the files elsewhere"
+fi
+
+# --- user ------------------------------------------------------------------------------
+if [ -z "$DESTDIR" ]; then
+    if getent passwd "$USER_NAME" >/dev/null 2>&1; then
+        say "user $USER_NAME exists"
+    else
+        nologin=$(command -v nologin 2>/dev/null || echo /usr/sbin/nologin)
+        [ -x "$nologin" ] || nologin=/bin/false
+        if getent group "$USER_NAME" >/dev/null 2>&1; then
+            useradd --system --gid "$USER_NAME" --home-dir /var/lib/cdragon --no-create-home \
+                --shell "$nologin" --comment "Cloud Dragon" "$USER_NAME"
+        else
+            useradd --system --user-group --home-dir /var/lib/cdragon --no-create-home \
+                --shell "$nologin" --comment "Cloud Dragon" "$USER_NAME"
+        fi
+        say "created system user $USER_NAME"
+    fi
+fi
+
+# --- binary: copied beside, then renamed over (safe while the old one runs) ------------
+mkdir -p "$DESTDIR$BINDIR"
+cp "$bin" "$DESTDIR$BINDIR/.cdragon.new"
+chmod 0755 "$DESTDIR$BINDIR/.cdragon.new"
+mv -f "$DESTDIR$BINDIR/.cdragon.new" "$DESTDIR$BINDIR/cdragon"
+say "installed $BINDIR/cdragon"
+
+# --- units -------------------------------------------------------------------------------
+mkdir -p "$DESTDIR$UNITDIR"
+for f in cdragon.service cdragon@.service; do
+    sed "s#/usr/local/bin/cdragon#$BINDIR/cdragon#g" "$here/$f" > "$DESTDIR$UNITDIR/.$f.new"
+    chmod 0644 "$DESTDIR$UNITDIR/.$f.new"
+    mv -f "$DESTDIR$UNITDIR/.$f.new" "$DESTDIR$UNITDIR/$f"
+done
+say "installed $UNITDIR/cdragon.service and $UNITDIR/cdragon@.service"
+
+# --- config: never overwrite one that exists ---------------------------------------------
+mkdir -p "$DESTDIR$CONFDIR"
+chmod 0755 "$DESTDIR$CONFDIR"
+cp "$here/cdragon.toml" "$DESTDIR$CONFDIR/cdragon.toml.example"
+chmod 0644 "$DESTDIR$CONFDIR/cdragon.toml.example"
+conf=$DESTDIR$CONFDIR/cdragon.toml
+if [ -e "$conf" ]; then
+    say "kept the existing $CONFDIR/cdragon.toml (the new example is cdragon.toml.example)"
+else
+    cp "$here/cdragon.toml" "$conf.new"
+    chmod 0640 "$conf.new"
+    [ -n "$DESTDIR" ] || chgrp "$USER_NAME" "$conf.new"
+    mv "$conf.new" "$conf"
+    say "installed $CONFDIR/cdragon.toml (edit it, then: systemctl enable --now cdragon)"
+fi
+"$DESTDIR$BINDIR/cdragon" check-config "$conf" || die "fix $CONFDIR/cdragon.toml (see the message above)"
+
+# --- systemd -----------------------------------------------------------------------------
+if [ -z "$DESTDIR" ] && [ -d /run/systemd/system ]; then
+    systemctl daemon-reload
+    if systemctl is-active --quiet cdragon.service; then
+        say "cdragon.service is running the old binary: systemctl restart cdragon"
+    fi
+    say "done. Start it: systemctl enable --now cdragon"
+else
+    say "done (systemd not running here or DESTDIR set: no daemon-reload)"
+fi

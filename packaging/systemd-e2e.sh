@@ -1,0 +1,115 @@
+#!/bin/sh
+# End-to-end check of install.sh and the units under a real systemd (PID 1), run INSIDE a
+# throwaway container by tests/test_packaging.py (systemd-nspawn, private network, the
+# repo read-only at /src, results in /out). Never run it on a real host: it installs,
+# starts, kills and breaks the service on purpose.
+#
+# Checks: Type=notify readiness (the notification comes from onefile's child process),
+# the hardened unit runs as user cdragon with its state and cache dirs while /tmp is
+# noexec, lock + KV survive a restart, SIGKILL -> Restart=on-failure (and the stale
+# unpack dir is cleared), a clean stop is exit 0, two template instances side by side,
+# and a broken config fails the start without a restart loop.
+set -u
+exec >/out/log 2>&1
+STEP=start
+
+finish() {
+    echo "$1" >/out/rc
+    systemctl poweroff --no-block
+    exit 0
+}
+fail() {
+    echo "FAIL [$STEP]: $*"
+    systemctl --no-pager status 'cdragon*' || true
+    journalctl --no-pager -o cat -n 80 || true
+    finish 1
+}
+ok() { echo "ok: $*"; }
+step() { STEP=$1; echo "--- $1"; }
+prop() { systemctl show -p "$2" --value "$1"; }
+http() {  # METHOD PORT PATH [BODY]
+    if [ $# -ge 4 ]; then
+        curl -sS -m 10 -X "$1" -H 'Content-Type: application/json' --data-binary "$4" "http://127.0.0.1:$2$3"
+    else
+        curl -sS -m 10 -X "$1" "http://127.0.0.1:$2$3"
+    fi
+}
+expect() {  # WHAT ACTUAL EXPECTED
+    [ "$2" = "$3" ] || fail "$1: got '$2', expected '$3'"
+    ok "$1: $2"
+}
+count_mei() { find /var/cache/cdragon -maxdepth 1 -name '_MEI*' | wc -l; }
+
+step "noexec /tmp, as on hardened hosts"
+mount -o remount,noexec /tmp 2>/dev/null || mount -t tmpfs -o noexec tmpfs /tmp || fail "cannot make /tmp noexec"
+findmnt -no OPTIONS /tmp | grep -q noexec || fail "/tmp is not noexec"
+ok "/tmp is noexec"
+
+step install
+sh /src/packaging/install.sh /src/dist/cdragon || fail "install.sh failed"
+sh /src/packaging/install.sh /src/dist/cdragon >/dev/null || fail "install.sh is not idempotent"
+systemctl daemon-reload
+expect "user" "$(id -un cdragon)" "cdragon"
+
+step "start (Type=notify)"
+systemctl start cdragon || fail "systemctl start"
+expect "state after start" "$(prop cdragon ActiveState)/$(prop cdragon SubState)" "active/running"
+expect "status text" "$(prop cdragon StatusText)" "serving on 127.0.0.1:8081"
+expect "health" "$(http GET 8081 /health)" '{"Status":"ok","Version":"0.1.0"}'
+main=$(prop cdragon MainPID)
+expect "runs as" "$(ps -o user= -p "$main" | tr -d ' ')" "cdragon"
+expect "open files limit" "$(awk '/Max open files/ {print $4}' "/proc/$main/limits")" "262144"
+expect "unpacked into the cache dir" "$(count_mei)" "1"
+[ -f /var/lib/cdragon/data.mdb ] || fail "no /var/lib/cdragon/data.mdb"
+ok "data in /var/lib/cdragon"
+
+step "lock + KV"
+expect "lock" "$(http POST 8081 '/db/a/lock/x?owner=t' | cut -c1-9)" '{"Lock":1'
+expect "put" "$(http PUT 8081 /db/a/kv/k '"v"')" '{"Key":"k","Version":1}'
+expect "get" "$(http GET 8081 /db/a/kv/k)" '{"Key":"k","Value":"v","Version":1}'
+
+step "clean stop"
+systemctl stop cdragon
+expect "result" "$(prop cdragon Result)" "success"
+expect "exit status" "$(prop cdragon ExecMainStatus)" "0"
+expect "unpack dir removed" "$(count_mei)" "0"
+
+step "restart keeps data and lock"
+systemctl start cdragon || fail "systemctl start again"
+expect "get after restart" "$(http GET 8081 /db/a/kv/k)" '{"Key":"k","Value":"v","Version":1}'
+expect "lock still held" "$(http GET 8081 /db/a/lock/x | cut -c1-15)" '{"Locked":true,'
+
+step "SIGKILL -> Restart=on-failure"
+old=$(prop cdragon MainPID)
+kill -KILL "$old"
+i=0
+until [ "$(prop cdragon NRestarts)" = 1 ] && [ "$(prop cdragon SubState)" = running ]; do
+    i=$((i + 1)); [ $i -lt 150 ] || fail "not restarted"; sleep 0.1
+done
+[ "$(prop cdragon MainPID)" != "$old" ] || fail "same MainPID"
+expect "health after crash" "$(http GET 8081 /health)" '{"Status":"ok","Version":"0.1.0"}'
+expect "stale unpack dir cleared" "$(count_mei)" "1"
+systemctl stop cdragon
+
+step "template instances"
+systemctl start cdragon@8082 cdragon@8083 || fail "start instances"
+expect "8082" "$(http GET 8082 /health)" '{"Status":"ok","Version":"0.1.0"}'
+expect "8083" "$(http GET 8083 /health)" '{"Status":"ok","Version":"0.1.0"}'
+http PUT 8082 /db/a/kv/only82 '1' >/dev/null
+expect "instances have separate data" "$(http GET 8083 /db/a/kv/only82 | grep -c not_found)" "1"
+[ -f /var/lib/cdragon-8082/data.mdb ] && [ -f /var/lib/cdragon-8083/data.mdb ] || fail "instance data dirs"
+ok "data in /var/lib/cdragon-8082 and -8083"
+systemctl stop cdragon@8082 cdragon@8083
+expect "instance exit" "$(prop cdragon@8082 Result)" "success"
+
+step "broken config: the start fails, no restart loop"
+echo 'max_ops = 0' >>/etc/cdragon/cdragon.toml
+/usr/local/bin/cdragon check-config /etc/cdragon/cdragon.toml && fail "check-config accepted max_ops = 0"
+systemctl start cdragon && fail "started with a broken config"
+sleep 3
+expect "state" "$(prop cdragon ActiveState)" "failed"
+expect "exit status" "$(prop cdragon ExecMainStatus)" "2"
+expect "restarts" "$(prop cdragon NRestarts)" "0"
+
+echo "ALL OK"
+finish 0
