@@ -3,12 +3,18 @@
 # httptools answering `{}`), both measured in the same run because this machine is
 # shared and drifts. Systems take turns, each started fresh and pinned to CPU 0,
 # with wrk pinned to CPU 1:
-#     ceiling, cdragon atomic add, ceiling, cdragon KVSet 64 B, ceiling
+#     ceiling, cdragon atomic add, ceiling, cdragon KVSet 64 B, ceiling,
+#     cdragon lock+unlock pairs, ceiling, cdragon lock handoffs (50 clients), ceiling
+# The lock scenarios (bench/lua/lock_pairs.lua, handoff.lua) also report operations
+# per second (pairs, handoffs) and 409 `locked` conflicts, which are expected in the
+# pairs scenario and not errors there.
 # Prints a Markdown table and writes it, with the machine and versions, to
 # bench/RESULTS.md. Raw logs go to bench/out/run-*/ (git-ignored).
 #
 #   make quick-bench          or          bash bench/quick.sh
 # Knobs (environment): DURATION=10 WARMUP=2 CONNECTIONS=400 ROUNDS=1 PORT=18090
+#   HANDOFF_CONNECTIONS=50 (clients competing for one lock in the handoff scenario)
+#   LOCKS=1 (0 skips the two lock scenarios)
 #   SERVER_CPU=0 CLIENT_CPU=1 START_TIMEOUT=30 WRK_TIMEOUT=2s KEEP_DATA=0
 #   DATA_ROOT=bench/out (where the fresh cdragon data dirs go; must be a real disk)
 # Exit status: 0 all ran cleanly; 1 setup problem or a server did not start;
@@ -23,6 +29,8 @@ OUT=$BENCH/out
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 CONNECTIONS=${CONNECTIONS:-400}
+HANDOFF_CONNECTIONS=${HANDOFF_CONNECTIONS:-50}
+LOCKS=${LOCKS:-1}
 ROUNDS=${ROUNDS:-1}
 PORT=${PORT:-18090}
 SERVER_CPU=${SERVER_CPU:-0}
@@ -152,14 +160,18 @@ pct() {  # pct BEFORE AFTER FIELD: 100 * delta(field) / delta(total) of two core
         d = y[3] - x[3]; printf "%.0f", (d > 0 ? 100 * (y[f] - x[f]) / d : 0) }'
 }
 
-# wrk_run SCRIPT SECONDS LOGFILE: one wrk run pinned to CLIENT_CPU, bounded in time.
+# wrk_run SCRIPT SECONDS LOGFILE [CONNS [SCRIPT_ARGS...]]: one wrk run pinned to
+# CLIENT_CPU, bounded in time, with CONNS connections (default $CONNECTIONS).
 # Prints "client_cpu_seconds" (user+sys of wrk) on stdout.
 wrk_run() {
-    local script=$1 secs=$2 logfile=$3 t
+    local script=$1 secs=$2 logfile=$3 conns=${4:-$CONNECTIONS} t
+    shift $(( $# < 4 ? $# : 4 ))
+    local extra=()
+    (($# == 0)) || extra=(-- "$@")
     TIMEFORMAT='%U %S'
     t=$( { time timeout --foreground -k 5 $((secs + 30)) \
-             taskset -c "$CLIENT_CPU" wrk -t1 -c"$CONNECTIONS" -d"${secs}s" --timeout "$WRK_TIMEOUT" \
-             --latency -s "$script" "$URL/" >"$logfile" 2>&1 ; } 2>&1 ) \
+             taskset -c "$CLIENT_CPU" wrk -t1 -c"$conns" -d"${secs}s" --timeout "$WRK_TIMEOUT" \
+             --latency -s "$script" "$URL/" "${extra[@]}" >"$logfile" 2>&1 ; } 2>&1 ) \
         || { cat "$logfile" >&2; die "wrk failed or timed out; see $logfile"; }
     grep -q '^BENCH_RESULT ' "$logfile" || { cat "$logfile" >&2; die "wrk printed no BENCH_RESULT line ($logfile)"; }
     awk '{print $1 + $2}' <<<"$t"
@@ -169,9 +181,22 @@ field() {  # field NAME LOGFILE: a key=value from the BENCH_RESULT line
     grep '^BENCH_RESULT ' "$2" | tr ' ' '\n' | sed -n "s/^$1=//p"
 }
 
+is_lock_scenario() { [[ $1 == lock_pairs || $1 == handoff ]]; }
+
+# verify_locks: how many lock handles the server has issued (a fresh server numbers
+# them 1, 2, ...: a probe lock gets the next one). Every grant wrk saw took one.
+verify_locks() {
+    local out h
+    out=$(curl -sf --max-time 10 -X POST "$URL/db/bench/lock/quick-sh-verify?dur=1") \
+        || { echo "verify: probe lock request failed" >&2; return 1; }
+    h=$(sed -n 's/.*"Lock":\([0-9][0-9]*\).*/\1/p' <<<"$out")
+    [[ -n $h ]] || { echo "verify: no handle in $out" >&2; return 1; }
+    echo $((h - 1))
+}
+
 # ---------------------------------------------------------------- one scenario
 RESULTS=$RUN/results.tsv
-printf 'idx\tsystem\tscenario\trequests\tduration_us\trps\tp50_us\tp99_us\tmax_us\tnon2xx\tconnect\tread\twrite\ttimeout\twarm_ok\twarm_non2xx\twarm_sock\tserver_cpu_pct\tclient_cpu_pct\tvmhwm_kb\tserver_core_busy_pct\tclient_core_busy_pct\tsteal_pct\talive\tapplied\tfirst_non2xx\n' >"$RESULTS"
+printf 'idx\tsystem\tscenario\trequests\tduration_us\trps\tp50_us\tp99_us\tmax_us\tnon2xx\tconnect\tread\twrite\ttimeout\twarm_ok\twarm_non2xx\twarm_sock\tserver_cpu_pct\tclient_cpu_pct\tvmhwm_kb\tserver_core_busy_pct\tclient_core_busy_pct\tsteal_pct\talive\tapplied\tfirst_non2xx\tconns\tgrants\twarm_grants\tlocked\twarm_locked\tops\tops_rps\n' >"$RESULTS"
 IDX=0
 
 # scenario SYSTEM SCENARIO: start SYSTEM fresh, warm up, measure, verify, stop.
@@ -179,6 +204,12 @@ scenario() {
     local system=$1 name=$2 script
     IDX=$((IDX + 1))
     local tag="$IDX-$system-$name"
+    local conns=$CONNECTIONS warm_args=() meas_args=()
+    if is_lock_scenario "$name"; then
+        [[ $name == handoff ]] && conns=$HANDOFF_CONNECTIONS
+        # the warm-up's locks stay held after wrk stops: keep them out of the measured keys
+        warm_args=(warm-)
+    fi
     script=$BENCH/lua/$name.lua
     [[ -f $script ]] || die "no wrk script $script"
     if [[ $system == ceiling ]]; then
@@ -189,15 +220,15 @@ scenario() {
         DATA_DIRS+=("$data")
         start_server "$tag" "$PY" -m cdragon serve --listen "127.0.0.1:$PORT" --data-dir "$data"
     fi
-    log "$tag: PID $SERVER_PID on CPU $SERVER_CPU; warm-up ${WARMUP}s, then ${DURATION}s with $CONNECTIONS connections"
+    log "$tag: PID $SERVER_PID on CPU $SERVER_CPU; warm-up ${WARMUP}s, then ${DURATION}s with $conns connections"
 
-    wrk_run "$script" "$WARMUP" "$RUN/$tag.warmup.wrk" >/dev/null
+    wrk_run "$script" "$WARMUP" "$RUN/$tag.warmup.wrk" "$conns" "${warm_args[@]}" >/dev/null
     # measured run, with CPU counters of the server process and both cores around it
     local t0 t1 s0 s1 c0 c1 client_s clk
     clk=$(getconf CLK_TCK)
     t0=$(cpu_ticks "$SERVER_PID")
     s0=$(core_ticks "$SERVER_CPU"); c0=$(core_ticks "$CLIENT_CPU")
-    client_s=$(wrk_run "$script" "$DURATION" "$RUN/$tag.wrk")
+    client_s=$(wrk_run "$script" "$DURATION" "$RUN/$tag.wrk" "$conns" "${meas_args[@]}")
     s1=$(core_ticks "$SERVER_CPU"); c1=$(core_ticks "$CLIENT_CPU")
     t1=$(cpu_ticks "$SERVER_PID")
     local f=$RUN/$tag.wrk w=$RUN/$tag.warmup.wrk
@@ -205,7 +236,10 @@ scenario() {
     dur=$(field duration_us "$f")
     kill -0 "$SERVER_PID" 2>/dev/null || alive=no
     vmhwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$SERVER_PID/status" 2>/dev/null || true)
-    if [[ $system != ceiling && $alive == yes ]]; then
+    if [[ $system != ceiling && $alive == yes ]] && is_lock_scenario "$name"; then
+        applied=$(verify_locks 2>>"$RUN/$tag.verify") \
+            || applied="verify failed: $(tr '\n\t' '  ' <"$RUN/$tag.verify" | cut -c1-200)"
+    elif [[ $system != ceiling && $alive == yes ]]; then
         applied=$(cd "$REPO" && timeout 30 "$PY" "$BENCH/verify.py" "$name" "$PORT" 2>>"$RUN/$tag.verify") \
             || applied="verify failed: $(tr '\n\t' '  ' <"$RUN/$tag.verify" | cut -c1-200)"
     fi
@@ -213,7 +247,7 @@ scenario() {
     local warm_ok warm_sock
     warm_ok=$(($(field requests "$w") - $(field non2xx "$w")))
     warm_sock=$(($(field connect "$w") + $(field read "$w") + $(field write "$w") + $(field timeout "$w")))
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
         "$IDX" "$system" "$name" \
         "$(field requests "$f")" "$dur" "$(field rps "$f")" \
         "$(field p50_us "$f")" "$(field p99_us "$f")" "$(field max_us "$f")" \
@@ -223,8 +257,14 @@ scenario() {
         "$(awk -v s="$client_s" -v u="$dur" 'BEGIN {printf "%.0f", 100 * s / (u / 1e6)}')" \
         "${vmhwm:-}" \
         "$(pct "$s0" "$s1" 1)" "$(pct "$c0" "$c1" 1)" "$(pct "$s0" "$s1" 2)" \
-        "$alive" "$applied" "$first_bad" >>"$RESULTS"
-    log "$tag: $(field rps "$f") req/s, non-2xx $(field non2xx "$f"), server alive: $alive"
+        "$alive" "$applied" "$first_bad" \
+        "$conns" "$(field grants "$f")" "$(field grants "$w")" "$(field locked "$f")" "$(field locked "$w")" \
+        "$(field ops "$f")" "$(field ops_rps "$f")" >>"$RESULTS"
+    if is_lock_scenario "$name"; then
+        log "$tag: $(field ops_rps "$f") ops/s ($(field rps "$f") req/s), 409 locked $(field locked "$f"), errors $(field non2xx "$f"), server alive: $alive"
+    else
+        log "$tag: $(field rps "$f") req/s, non-2xx $(field non2xx "$f"), server alive: $alive"
+    fi
     if [[ $alive == no ]]; then
         echo "---- $system crashed during the run; last lines of $RUN/$tag.log:" >&2
         tail -n 30 "$RUN/$tag.log" >&2
@@ -262,6 +302,12 @@ for ((r = 1; r <= ROUNDS; r++)); do
     scenario cdragon atomic_add
     scenario ceiling empty
     scenario cdragon kvset64
+    if [[ $LOCKS == 1 ]]; then
+        scenario ceiling empty
+        scenario cdragon lock_pairs
+        scenario ceiling empty
+        scenario cdragon handoff
+    fi
 done
 scenario ceiling empty
 

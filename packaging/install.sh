@@ -43,17 +43,25 @@ fi
 for f in cdragon.service cdragon@.service cdragon.toml; do
     [ -f "$here/$f" ] || die "$here/$f is missing (keep install.sh beside the packaging files)"
 done
-# refuse a binary that does not run here (wrong machine, glibc too old, noexec /tmp)
-chmod +x "$bin" 2>/dev/null || true
-if ! version=$("$bin" version 2>&1); then
-    die "$bin does not run on this machine: $version
-(it needs glibc >= the version in packaging/README.md, and an exec-able \$TMPDIR)"
-fi
-say "binary: $version"
-
 if [ -z "$DESTDIR" ] && [ "$(id -u)" != 0 ]; then
     die "run as root (sudo sh $0), or set DESTDIR to stage the files elsewhere"
 fi
+
+# The binary unpacks itself into $TMPDIR (default /tmp) and loads libraries from there,
+# which fails where /tmp is mounted noexec: run it from a private dir under /var/cache.
+if [ -z "$DESTDIR" ]; then
+    mkdir -p /var/cache
+    TMPDIR=$(mktemp -d /var/cache/cdragon-install.XXXXXX)
+    export TMPDIR
+    trap 'rm -rf "$TMPDIR"' EXIT
+fi
+# refuse a binary that does not run here (other CPU, glibc too old, noexec $TMPDIR)
+chmod +x "$bin" 2>/dev/null || true
+if ! version=$("$bin" version 2>&1); then
+    die "$bin does not run on this machine: $version
+(it needs the glibc named in packaging/README.md or newer, and a \$TMPDIR that allows exec)"
+fi
+say "binary: $version"
 
 # --- user ------------------------------------------------------------------------------
 if [ -z "$DESTDIR" ]; then

@@ -13,10 +13,9 @@ set -u
 exec >/out/log 2>&1
 STEP=start
 
-finish() {
+finish() {  # the unit powers the container off when this script exits (SuccessAction=)
     echo "$1" >/out/rc
-    systemctl poweroff --no-block
-    exit 0
+    exit "$1"
 }
 fail() {
     echo "FAIL [$STEP]: $*"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import random
-import socket
 import threading
 import time
 
@@ -716,3 +715,29 @@ def test_idle_timer_restarts_after_each_request(timeouts_server):
             time.sleep(0.8)
         raw.send(http_request("GET", "/health"))
         assert raw.read_response().status == 200
+
+
+def test_api_errors_keep_the_connection_in_step(limits_server):
+    """Errors that are not malformed HTTP leave the connection open, with any body
+    consumed: the next pipelined request is answered normally."""
+    acc = unique_account("instep")
+    reqs = [
+        (http_request("POST", f"/db/{acc}", {"KVGet": [f"k{i}" for i in range(11)]}), 413, "too_large"),
+        (http_request("POST", "/db/bad%20acc", b'{"KVGet": ["a"]}'), 400, "bad_account"),
+        (http_request("POST", "/nope", b"x" * 1000), 404, "not_found"),
+        (b"PATCH /db/a/kv/k HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+         405, "method_not_allowed"),
+        (http_request("POST", f"/db/{acc}", b""), 400, "bad_request"),
+        (http_request("PUT", f"/db/{acc}/kv/v", b'"' + b"x" * 1200 + b'"'), 413, "too_large"),
+        (http_request("POST", f"/db/{acc}", {"KVSet": [{"Key": "k", "Value": 1}]}), 200, None),
+    ]
+    with limits_server.raw() as raw:
+        raw.send(b"".join(r for r, _, _ in reqs))
+        for _, status, code in reqs:
+            r = raw.read_response()
+            framing_ok(r)
+            if code:
+                assert_error(r, status, code)
+            else:
+                assert r.status == 200 and r.json == {"KVSet": [{"Key": "k", "Version": 1}]}, r
+        assert raw.is_open()

@@ -13,6 +13,17 @@ cdef object HttpParserUpgrade = httptools.HttpParserUpgrade
 cdef object _deque = deque
 
 
+cdef bytes KEEP_ALIVE_10 = b"Connection: keep-alive\r\n"
+cdef object _UPGRADE_HEADER = __import__("re").compile(rb"(?im)^upgrade:")
+
+
+cdef bytes _no_upgrade(bytes data):
+    # We never switch protocols, and RFC 9110 lets a server ignore Upgrade. llhttp would
+    # stop at such a request (and drop its body), so the header is renamed before
+    # parsing: same length, and no JSON body can hold a line starting "upgrade:".
+    return _UPGRADE_HEADER.sub(b"Xpgrade:", data)
+
+
 class _Abort(Exception):
     """Raised inside a parser callback to stop parsing this connection."""
 
@@ -39,7 +50,7 @@ cdef class Conn:
     cdef Py_ssize_t hdr_bytes
     cdef Py_ssize_t partial_hdr
     cdef bint in_request, in_headers, began_in_chunk
-    cdef bint expect_continue, bad_expect, want_close
+    cdef bint expect_continue, bad_expect, want_close, http10
     cdef int64_t content_length
     cdef bytes fatal              # a response to send, then close (set before _Abort)
     # -- per connection ------------------------------------------------------------------
@@ -106,6 +117,8 @@ cdef class Conn:
             return
         self.in_feed = True
         self.began_in_chunk = False
+        if b"pgrade:" in data or b"PGRADE:" in data:
+            data = _no_upgrade(data)
         try:
             self.parser.feed_data(data)
         except HttpParserUpgrade:
@@ -168,6 +181,7 @@ cdef class Conn:
     def on_headers_complete(self):
         self.in_headers = False
         ver = self.parser.get_http_version()
+        self.http10 = ver == "1.0"
         if ver != "1.1" and ver != "1.0":
             self._abort(505, "http_version_not_supported", "only HTTP/1.0 and HTTP/1.1 are served")
         if self.bad_expect:
@@ -204,7 +218,9 @@ cdef class Conn:
     # ---- responding ------------------------------------------------------------------
     cdef inline void reply(self, int status, bytes body, int64_t seq, bint head, bint text=False):
         """Answer the current request (framed with its close/HEAD flags)."""
-        self.respond(frame(status, body, self.want_close, head, text), seq, self.want_close, head)
+        self.respond(frame(status, body, self.want_close, head, text,
+                           KEEP_ALIVE_10 if self.http10 and not self.want_close else None),
+                     seq, self.want_close, head)
 
     cdef void reply_error(self, object err, int64_t seq, bint head):
         self.respond(error_response(err, self.want_close, head), seq, self.want_close, head)

@@ -47,6 +47,7 @@ cdef class LockTable:
     cdef Server srv
     cdef Deadlines dl
     cdef dict locks
+    cdef list releasing                    # unlocked by the request being answered
     cdef readonly int64_t hw               # highest handle ever issued
     cdef readonly Py_ssize_t nwaiters
 
@@ -54,6 +55,7 @@ cdef class LockTable:
         self.srv = srv
         self.dl = dl
         self.locks = {}
+        self.releasing = []
         self.hw = 0
         self.nwaiters = 0
 
@@ -169,6 +171,7 @@ cdef class LockTable:
             self._holder_check(t.acc, t.unlock_id, t.unlock, None, nm)
         if t.lock_id is None or t.lock_id == t.unlock_id:
             r.conn.reply(200, self._run(t, None, None, nm), srv.store.write_seq(), r.head)
+            self._finish_releases(nm)
             return 0
         L = self._get(t.acc + b"\0" + t.lock_id)
         if not self._held(L, nm) and L.nwait == 0:
@@ -177,6 +180,7 @@ cdef class LockTable:
             finally:
                 self._forget_if_idle(L)
             r.conn.reply(200, body, srv.store.write_seq(), r.head)
+            self._finish_releases(nm)
             return 0
         if t.lock_wait <= 0:
             self._forget_if_idle(L)
@@ -209,9 +213,23 @@ cdef class LockTable:
                 self._take(L, t.lock_dur, owner, nm)
             lock_part = b'"Lock":%d,"Till":%.3f' % (L.handle, L.till)
         if U is not None:
-            self._release(U, nm)
-            self._forget_if_idle(U)
+            # freed now, handed on after this answer is queued (see _finish_releases)
+            U.handle = 0
+            U.owner = None
+            self.dl.clear(U)
+            self._changed(U)
+            self.releasing.append(U)
         return txn_body(t, lock_part)
+
+    cdef void _finish_releases(self, double nm):
+        """Grant the locks the answered request released to their next waiters. Runs
+        after the releasing answer is queued, so it goes out before those grants."""
+        cdef Lock U
+        while self.releasing:
+            U = self.releasing.pop()
+            if U.handle == 0:
+                self._grant_next(U, nm)
+                self._forget_if_idle(U)
 
     # ---- waiting -----------------------------------------------------------------------
     cdef void _park(self, Request r, Lock L, Txn t, object owner, double dur, double wait, double nm) except *:
@@ -289,6 +307,7 @@ cdef class LockTable:
                 w.conn.fill(w.slot, frame(200, body, w.slot.close, w.slot.head), st.write_seq())
             except ApiError as e:
                 self._answer_error(w, e)
+            self._finish_releases(nm)
         if L.nwait == 0:
             L.waiters = None
 
@@ -345,10 +364,14 @@ cdef class LockTable:
                 L = self._holder_check(r.acc, r.key, 0, owner, nm)
             else:
                 raise ApiError(400, "bad_request", "DELETE needs ?handle=H or ?owner=ID")
-            self._release(L, nm)
-            self._forget_if_idle(L)
+            L.handle = 0
+            L.owner = None
+            self.dl.clear(L)
+            self._changed(L)
+            self.releasing.append(L)
             srv.after_write()
             r.conn.reply(200, b'{"Locked":false}', srv.store.write_seq(), r.head)
+            self._finish_releases(nm)
             return 0
         raise ApiError(405, "method_not_allowed", "use GET, POST or DELETE here", None, _LOCK_ALLOW)
 
@@ -361,6 +384,7 @@ cdef class LockTable:
                 for w in L.waiters:
                     if w.live:
                         self._unpark(w)
+                        w.slot.close = True
                         self._answer_error(w, err)
                 L.waiters = None
                 self._forget_if_idle(L)

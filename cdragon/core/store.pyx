@@ -56,6 +56,7 @@ cdef class Store:
     cdef object db_kv, db_ctr, db_seq, db_idem, db_meta
     cdef dict o_kv, o_ctr, o_seq, o_idem      # overlays: full key -> Entry
     cdef dict revs                            # account -> revision (authoritative)
+    cdef dict start_revs                      # account -> revision on disk when first loaded
     cdef Batch open_batch
     cdef Batch inflight
     cdef readonly int64_t durable_seq
@@ -79,6 +80,7 @@ cdef class Store:
         self.o_seq = {}
         self.o_idem = {}
         self.revs = {}
+        self.start_revs = {}
         self.durable_seq = 0
         self.open_batch = Batch(1)
         self.inflight = None
@@ -136,7 +138,15 @@ cdef class Store:
             raw = self.rtxn.get(b"rev\0" + acc, None, self.db_meta)
             r = 0 if raw is None else unpack_i64(raw)
             self.revs[acc] = r
+            if acc not in self.start_revs:
+                self.start_revs[acc] = r
         return r
+
+    cdef int64_t start_revision(self, bytes acc) except -1:
+        """The account's revision when this process first loaded it: the history of
+        the account (delete markers) is known from there on."""
+        self.revision(acc)
+        return self.start_revs[acc]
 
     # ---- writes (all go through _entry + Batch.mark: the one after-write hook) -------
     cdef inline Entry _entry(self, dict over, bytes k):

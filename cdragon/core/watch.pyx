@@ -57,8 +57,8 @@ cdef class WatchHub:
         if h is None:
             h = AccountHistory.__new__(AccountHistory)
             h.marks = []
-            # what happened before this process saw the account is unknown
-            h.floor = self._durable_rev(acc)
+            # deletes before this process first loaded the account are unknown
+            h.floor = self.srv.store.start_revision(acc)
             self.history[acc] = h
         return h
 
@@ -120,7 +120,7 @@ cdef class WatchHub:
         cdef object body = parse_json(r.body)
         cdef dict d
         cdef object key = None, prefix = None, version = None
-        cdef double timeout = 30.0
+        cdef double timeout = min(30.0, srv.max_watch_timeout)
         cdef bint has_key = False
         if type(body) is not dict:
             raise ApiError(400, "bad_request", "request body must be a JSON object")
@@ -157,7 +157,7 @@ cdef class WatchHub:
     cdef int begin_get(self, Server srv, Request r) except -1:
         cdef dict params = r.params()
         cdef int64_t version = _qint(params, "watch", 0, 0, INT64_MAX)
-        cdef double timeout = _qseconds(params, "timeout", 30.0, srv.max_watch_timeout, True)
+        cdef double timeout = _qseconds(params, "timeout", min(30.0, srv.max_watch_timeout), srv.max_watch_timeout, True)
         return self._watch_key(r, r.key, version, timeout)
 
     cdef int _watch_key(self, Request r, bytes key, int64_t version, double timeout) except -1:
@@ -323,12 +323,14 @@ cdef class WatchHub:
                             self._answer(w, pair[1], pair[0], 0)
 
     cpdef shutdown(self):
-        """Answer every watcher at once with its current state."""
+        """Answer every watcher at once with its current state (and close)."""
         cdef Watcher w
         for group in list(self.keys.values()):
             for w in list(group):
+                w.slot.close = True
                 self.timed_out(w)
         for groups in list(self.prefixes.values()):
             for group in list(groups.values()):
                 for w in list(group):
+                    w.slot.close = True
                     self.timed_out(w)
