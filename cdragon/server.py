@@ -65,6 +65,10 @@ class Runner:
         try:
             self.loop.run_forever()
         finally:
+            commits = self.server.commits
+            log.info("stopped: %d writes in %d commits (%.1f per commit on average)",
+                     self.server.committed_requests, commits,
+                     self.server.committed_requests / commits if commits else 0.0)
             self.server.close()
             self.storage.close()
             self.loop.close()

@@ -106,6 +106,7 @@ cdef class Server:
     # ---- group commit ------------------------------------------------------------------
     cdef void after_write(self):
         """Every mutation ends here: make sure the open batch reaches the writer."""
+        self.store.open_batch.nreq += 1
         if not self.writer_busy and not self.kick_scheduled:
             self.kick_scheduled = True
             # call_soon runs after every I/O callback of this loop pass, so all the
@@ -136,6 +137,7 @@ cdef class Server:
             b = self.store.committed(used)
             self.pending_ops = None
             self.commits += 1
+            self.committed_requests += b.nreq
             self._maybe_grow()
             for c in b.conns:
                 c.flush()
