@@ -7,6 +7,12 @@ bench/RESULTS.md.
 Exit status 3 when any scenario saw errors (non-2xx or socket errors, warm-up
 included), a crash, or a failed write check; 0 otherwise. Targets not met do not
 change the exit status: this machine drifts, so they are read, not enforced.
+
+The lock scenarios (lock_pairs, handoff) are measured in operations per second
+(completed lock+unlock pairs, handoffs); their 409 `locked` answers are conflicts the
+pairs scenario expects, not errors. They get a second table. A section of
+bench/RESULTS.md from the LOCKS_RSS_MARKER line on (written by bench/locks_rss.py) is
+kept when the file is rewritten.
 """
 from __future__ import annotations
 
@@ -19,12 +25,20 @@ LABELS = {
     "empty": "ceiling `{}` (uvloop + httptools)",
     "atomic_add": "cdragon atomic add",
     "kvset64": "cdragon KVSet 64 B",
+    "lock_pairs": "cdragon lock+unlock pairs (1,000 keys)",
+    "handoff": "cdragon lock handoffs (one key)",
 }
 # scenario -> (target text, minimum req/s, minimum ratio to the ceiling)
 TARGETS = {
     "atomic_add": ("≥ 50,000 req/s and ≥ 0.5× ceiling", 50_000, 0.5),
     "kvset64": ("≥ 45,000 req/s", 45_000, None),
 }
+# lock scenario -> (target text, minimum operations/s, unit)
+LOCK_TARGETS = {
+    "lock_pairs": ("≥ 40,000 pairs/s", 40_000, "pairs/s"),
+    "handoff": ("≥ 2,000 handoffs/s", 2_000, "handoffs/s"),
+}
+LOCKS_RSS_MARKER = "<!-- locks_rss.py -->"
 
 HEADER = """# Quick benchmark results
 
@@ -48,6 +62,17 @@ its scenario (each scenario has its own process). After each cdragon run the ser
 asked how many writes it applied (`bench/verify.py`), which must be at least the number
 of 2xx answers wrk got (warm-up included) and at most that plus the requests in flight
 when wrk stopped.
+
+The lock rows: `lock_pairs` has every connection alternate a lock on one of 1,000 keys
+and its unlock (`POST /db/bench` twice, with the handle from the first answer); a 409
+`locked` (another connection holds that key) is an expected conflict, counted apart and
+not as an error. `handoff` has the clients (50 unless stated) compete for one key:
+lock with `LockWait`, unlock, again; every unlock hands the lock to the next waiter.
+Their speed is operations per second (pairs, handoffs; see the lock table), their
+req/s counts both requests. A handoff row waits on one disk sync per handoff, so its
+ratio to the ceiling is not shown. Their write check: the server must have issued at
+least as many lock handles as wrk saw grants (a probe lock after the run gets the next
+handle), and at most that plus the lock requests in flight when wrk stopped.
 """
 
 
@@ -96,6 +121,10 @@ def main(run: Path, out: Path) -> int:
         "| # | scenario | req/s | p50 | p99 | errors | × ceiling | server CPU | core busy (server / wrk) | peak RSS | target | met |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
+    lock_table = [
+        "| # | scenario | clients | ops/s | req/s | 409 locked (expected conflicts) | errors | p99 | target | met |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|---|",
+    ]
     for r in rows:
         idx = int(r["idx"])
         rps = num(r, "rps")
@@ -116,6 +145,15 @@ def main(run: Path, out: Path) -> int:
             target, min_rps, min_ratio = TARGETS[r["scenario"]]
             ok = rps >= min_rps and (min_ratio is None or ratio >= min_ratio) and errors == 0
             met = "yes" if ok else "**no**"
+        is_lock = r["scenario"] in LOCK_TARGETS
+        ops_rps = num(r, "ops_rps")
+        ratio_text = f"{ratio:.2f}×"
+        if is_lock:
+            target, min_ops, unit = LOCK_TARGETS[r["scenario"]]
+            met = "yes" if ops_rps >= min_ops and errors == 0 else "**no**"
+            target = f"{target} (got {ops_rps:,.0f})"
+            if r["scenario"] == "handoff":
+                ratio_text = "—"
 
         err_text = f"{errors:,}"
         if errors:
@@ -128,10 +166,16 @@ def main(run: Path, out: Path) -> int:
             label += " **(crashed)**"
         table.append(
             f"| {idx} | {label} | {rps:,.0f} | {ms(num(r, 'p50_us'))} | {ms(num(r, 'p99_us'))} "
-            f"| {err_text} | {ratio:.2f}× | {pct(r, 'server_cpu_pct')} "
+            f"| {err_text} | {ratio_text} | {pct(r, 'server_cpu_pct')} "
             f"| {num(r, 'server_core_busy_pct'):.0f} % / {num(r, 'client_core_busy_pct'):.0f} % "
             f"| {rss} | {target} | {met} |"
         )
+        if is_lock:
+            lock_table.append(
+                f"| {idx} | {label} | {r.get('conns') or connections} | {ops_rps:,.0f} {unit} | {rps:,.0f} "
+                f"| {int(num(r, 'locked')):,} | {err_text} | {ms(num(r, 'p99_us'))} "
+                f"| {LOCK_TARGETS[r['scenario']][0]} | {met} |"
+            )
 
         # notes: anything that makes a row not a clean measurement
         if errors:
@@ -155,6 +199,14 @@ def main(run: Path, out: Path) -> int:
         if num(r, "client_core_busy_pct") >= 95:
             wrk_bound.append(idx)
         steal = num(r, "steal_pct")
+        others = num(r, "server_core_busy_pct") - num(r, "server_cpu_pct")
+        if r.get("server_cpu_pct") and others >= 20:
+            notes.append(
+                f"Row {idx}: the server's core was {num(r, 'server_core_busy_pct'):.0f} % busy but the server "
+                f"process used only {num(r, 'server_cpu_pct'):.0f} % of it: other processes or kernel threads "
+                "took the rest (other tenants of this shared machine, unless it was the file system's own "
+                "journal work), so this row may be low for reasons outside the server."
+            )
         if steal >= 5:
             notes.append(
                 f"Row {idx}: the server's core lost {steal:.0f} % of the run to other tenants "
@@ -166,7 +218,27 @@ def main(run: Path, out: Path) -> int:
                 f"wrk's ({num(r, 'client_core_busy_pct'):.0f} %) was saturated: something else held the row "
                 "back (waiting on disk, or contention on this shared machine)."
             )
-        if r["system"] != "ceiling" and r["alive"] == "yes":
+        if r["system"] != "ceiling" and r["alive"] == "yes" and is_lock:
+            # lock rows: handles the server issued vs grants wrk saw
+            conns = int(num(r, "conns")) or connections
+            grants = int(num(r, "warm_grants")) + int(num(r, "grants"))
+            try:
+                issued = int(r.get("applied", ""))
+            except ValueError:
+                bad = True
+                notes.append(f"Row {idx}: could not check the lock handles issued: {r.get('applied') or 'no answer'}")
+                continue
+            slack = 2 * conns + sock + int(num(r, "warm_sock"))
+            diff = issued - grants
+            verdict = "ok" if 0 <= diff <= slack else "**MISMATCH**"
+            if verdict != "ok":
+                bad = True
+            notes.append(
+                f"Row {idx}: server issued {issued:,} lock handles; wrk got {grants:,} grants (warm-up "
+                f"included) and {int(num(r, 'ops')):,} unlocks in the measured run; difference {diff:+,} "
+                f"(allowed 0..{slack:,}, lock requests in flight when wrk stopped): {verdict}."
+            )
+        elif r["system"] != "ceiling" and r["alive"] == "yes":
             applied_raw = r.get("applied", "")
             acked = int(num(r, "warm_ok")) + int(num(r, "requests")) - non2xx
             try:
@@ -209,6 +281,8 @@ def main(run: Path, out: Path) -> int:
         f"- Raw logs: `{shown(run, out)}` (not committed)",
     ]
     body = "\n".join(table)
+    if len(lock_table) > 2:
+        body += "\n\nLock scenarios (ops/s = completed lock+unlock pairs, or handoffs):\n\n" + "\n".join(lock_table)
     print(body)
     print()
     for n in notes:
@@ -217,6 +291,13 @@ def main(run: Path, out: Path) -> int:
     text = [HEADER, f"## Run of {env.get('date', '?')}", "", *machine, "", body, ""]
     if notes:
         text += ["Notes:", "", *[f"- {n}" for n in notes], ""]
+    # keep the lock-memory section bench/locks_rss.py maintains
+    try:
+        old = out.read_text()
+    except OSError:
+        old = ""
+    if LOCKS_RSS_MARKER in old:
+        text += [old[old.index(LOCKS_RSS_MARKER):].rstrip("\n"), ""]
     out.write_text("\n".join(text))
     print(f"\nwritten to {out}")
     if bad:

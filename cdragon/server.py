@@ -61,7 +61,8 @@ class Runner:
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.begin_shutdown)
         log.info("cdragon %s serving on %s, data in %s", __version__, self.cfg.listen, self.cfg.data_dir)
-        sd_notify.notify(f"READY=1\nSTATUS=serving on {self.cfg.listen}")  # systemd Type=notify
+        # systemd Type=notify: sent from inside run_forever, once signals are delivered
+        self.loop.call_soon(sd_notify.notify, f"READY=1\nSTATUS=serving on {self.cfg.listen}")
         try:
             self.loop.run_forever()
         finally:

@@ -4,13 +4,14 @@ packaging/README.md:
     .venv/bin/python packaging/measure_startup.py dist/cdragon             # the binary
     .venv/bin/python packaging/measure_startup.py .venv/bin/python -m cdragon
 
-Each run gets a fresh data dir and a free port, polls /health every 5 ms, then stops
-the server with SIGTERM (and checks it exits 0).
+Each run gets a fresh data dir and a free port, polls /health every 5 ms, then waits for
+READY=1 on a $NOTIFY_SOCKET and stops the server with SIGTERM (and checks it exits 0).
 """
 from __future__ import annotations
 
 import http.client
 import os
+import random
 import socket
 import statistics
 import subprocess
@@ -20,9 +21,16 @@ import time
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port below the ephemeral range, where other programs' port-0 binds and
+    client sockets do not land."""
+    while True:
+        port = random.randint(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 def health(port: int) -> bool:
@@ -38,8 +46,15 @@ def health(port: int) -> bool:
 
 def one_run(cmd: list[str], timeout: float = 30.0) -> float:
     port = free_port()
-    with tempfile.TemporaryDirectory() as d:
+    # READY=1 before SIGTERM: /health can answer a moment before the SIGTERM handler is
+    # live, and a SIGTERM in that moment kills or is lost (see packaging/README.md)
+    ready = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    name = f"cdragon-measure-{os.getpid()}-{port}"
+    ready.bind("\0" + name)
+    ready.settimeout(timeout)
+    with tempfile.TemporaryDirectory() as d, ready:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CDRAGON_")}
+        env["NOTIFY_SOCKET"] = "@" + name
         t0 = time.perf_counter()
         p = subprocess.Popen(cmd + ["serve", "--listen", f"127.0.0.1:{port}", "--data-dir", d],
                              env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -50,6 +65,7 @@ def one_run(cmd: list[str], timeout: float = 30.0) -> float:
                     raise RuntimeError(f"server did not answer /health (exit {p.poll()})")
                 time.sleep(0.005)
             elapsed = time.perf_counter() - t0
+            ready.recv(4096)
             p.terminate()
             rc = p.wait(timeout=30)
             if rc != 0:

@@ -1083,7 +1083,7 @@ def test_prefix_timeout_and_timeout_zero(server, client, acc):
     assert ok(r) == {"Rev": rev, "KV": []}
 
 
-def test_prefix_watch_on_account_written_earlier_in_this_process(server, client, acc, ):
+def test_prefix_watch_on_account_written_earlier_in_this_process(server, client, acc):
     """The server has run since before this account existed, so it knows every change:
     a prefix watch from an old revision answers the changes (only a restart forgets
     delete markers). Here the first prefix watch comes after some writes."""

@@ -1,0 +1,126 @@
+-- Shared by the bench/suite.py wrk scripts (suite_*.lua); loaded with dofile.
+--
+-- Each script sets suite_request (a function returning the raw HTTP request to send
+-- next) and, when it needs to look at answers, suite_response(status, body) returning
+-- one of "ok", "locked" (an expected conflict, counted apart) or "bad" (an error).
+-- Without suite_response, every 2xx is "ok" and anything else "bad".
+--
+-- done() prints one machine-readable line that bench/suite.py parses:
+--   BENCH_RESULT requests=.. duration_us=.. rps=.. p50_us=.. p90_us=.. p99_us=..
+--                max_us=.. non2xx=.. connect=.. read=.. write=.. timeout=..
+--                grants=.. unlocks=.. locked=.. ops=.. ops_rps=..
+-- (the same fields as bench/lua/common.lua and lock_common.lua), plus
+--   BENCH_FIRST_NON2XX <status> <first 300 bytes of the body>
+-- for the first error answer, so a run of errors is never mistaken for speed.
+--
+-- Script arguments (wrk ... URL -- name=value ...) are parsed into suite_args.
+
+suite_args = {}
+suite_host = "127.0.0.1"
+
+-- per-thread counters (globals, read by done() with thread:get)
+non2xx, grants, unlocks, locked = 0, 0, 0, 0
+first_bad = ""
+
+function suite_bad(status, body)
+   if non2xx == 0 then
+      first_bad = tostring(status) .. " " .. string.sub(body or "", 1, 300)
+   end
+   non2xx = non2xx + 1
+end
+
+-- "POST <path> HTTP/1.1" with a JSON body, built by hand: wrk.format is slower.
+function suite_post(path, body)
+   return "POST " .. path .. " HTTP/1.1\r\nHost: " .. suite_host ..
+      "\r\nContent-Type: application/json\r\nContent-Length: " .. #body .. "\r\n\r\n" .. body
+end
+
+-- a JSON string whose JSON text is exactly n bytes (n - 2 characters and the quotes)
+function suite_json_value(n)
+   assert(n >= 2, "value size must be >= 2")
+   return '"' .. string.rep("v", n - 2) .. '"'
+end
+
+local b64chars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+-- standard base64 (etcd's gateway wants keys and values base64-encoded)
+function suite_b64(s)
+   local out, n = {}, #s
+   for i = 1, n, 3 do
+      local a, b, c = string.byte(s, i, i + 2)
+      local v = a * 65536 + (b or 0) * 256 + (c or 0)
+      local c1 = math.floor(v / 262144) % 64
+      local c2 = math.floor(v / 4096) % 64
+      local c3 = math.floor(v / 64) % 64
+      local c4 = v % 64
+      out[#out + 1] = b64chars:sub(c1 + 1, c1 + 1) .. b64chars:sub(c2 + 1, c2 + 1) ..
+         (b and b64chars:sub(c3 + 1, c3 + 1) or "=") .. (c and b64chars:sub(c4 + 1, c4 + 1) or "=")
+   end
+   return table.concat(out)
+end
+
+function init(args)
+   for _, a in ipairs(args) do
+      local k, v = string.match(a, "^([%w_]+)=(.*)$")
+      if k then
+         suite_args[k] = v
+      end
+   end
+   suite_host = wrk.headers["Host"] or suite_host
+   math.randomseed(os.time() + math.floor(os.clock() * 1e6))
+   if suite_init then
+      suite_init(suite_args)
+   end
+end
+
+function request()
+   return suite_request()
+end
+
+function response(status, headers, body)
+   local verdict
+   if suite_response then
+      verdict = suite_response(status, body)
+   elseif status >= 200 and status <= 299 then
+      verdict = "ok"
+   else
+      verdict = "bad"
+   end
+   if verdict == "locked" then
+      locked = locked + 1
+   elseif verdict ~= "ok" then
+      suite_bad(status, body)
+   end
+end
+
+-- main state: collect the threads' counters
+local threads = {}
+
+function setup(thread)
+   table.insert(threads, thread)
+end
+
+function done(summary, latency, requests)
+   local g, u, l, b, sample = 0, 0, 0, 0, ""
+   for _, t in ipairs(threads) do
+      g = g + (tonumber(t:get("grants")) or 0)
+      u = u + (tonumber(t:get("unlocks")) or 0)
+      l = l + (tonumber(t:get("locked")) or 0)
+      local n = tonumber(t:get("non2xx")) or 0
+      if n > 0 and sample == "" then
+         sample = t:get("first_bad") or ""
+      end
+      b = b + n
+   end
+   local e = summary.errors
+   local secs = summary.duration / 1e6
+   io.write(string.format(
+      "BENCH_RESULT requests=%d duration_us=%d rps=%.1f p50_us=%d p90_us=%d p99_us=%d max_us=%d " ..
+      "non2xx=%d connect=%d read=%d write=%d timeout=%d grants=%d unlocks=%d locked=%d ops=%d ops_rps=%.1f\n",
+      summary.requests, summary.duration, summary.requests / secs,
+      latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max,
+      b, e.connect, e.read, e.write, e.timeout, g, u, l, u, u / secs))
+   if b > 0 then
+      io.write("BENCH_FIRST_NON2XX " .. string.gsub(sample, "[\r\n]+", " ") .. "\n")
+   end
+end
