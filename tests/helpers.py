@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import random
 import re
 import select
 import signal
@@ -25,9 +26,17 @@ INT64_MIN = -(2**63)
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port below Linux's ephemeral range (32768+), so the many client sockets of
+    the tests never take a server's port between this check and the server's bind."""
+    for _ in range(200):
+        port = random.randint(20000, 32000)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port found")
 
 
 def unique_account(hint: str = "t") -> str:
@@ -371,6 +380,15 @@ class Server:
         return cmd + self.extra_args
 
     def start(self, wait: bool = True) -> "Server":
+        for attempt in range(5):
+            try:
+                return self._start(wait)
+            except RuntimeError:
+                # another process took the port between our check and the bind: retry
+                if attempt == 4 or "Address already in use" not in self.log_tail():
+                    raise
+
+    def _start(self, wait: bool) -> "Server":
         assert self.proc is None or self.proc.poll() is not None, "already running"
         self.port = free_port()
         self.starts += 1
