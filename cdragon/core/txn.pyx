@@ -69,6 +69,10 @@ cdef Op new_op(bytes acc, bytes key):
     return op
 
 
+cdef inline Op _entry_op(bytes acc, dict e, str what):
+    return new_op(acc, key_bytes(e.get("Key"), what + " Key"))
+
+
 cdef int64_t as_int64(object v, str what, int64_t lo, int64_t hi) except? -1:
     if type(v) is not int:
         raise ApiError(400, "bad_request", what + " must be an integer")
@@ -131,7 +135,7 @@ cdef Txn parse_txn(bytes acc, object body, Server srv):
         if name == "KVSet":
             for item in as_list(v, name):
                 e = as_obj(item, name)
-                op = new_op(acc, key_bytes(e.get("Key"), "KVSet Key"))
+                op = _entry_op(acc, e, name)
                 has_val = False
                 for f, fv in e.items():
                     if f == "Key":
@@ -164,7 +168,7 @@ cdef Txn parse_txn(bytes acc, object body, Server srv):
         elif name == "Atomic":
             for item in as_list(v, name):
                 e = as_obj(item, name)
-                op = new_op(acc, key_bytes(e.get("Key"), "Atomic Key"))
+                op = _entry_op(acc, e, name)
                 has_add = False
                 for f, fv in e.items():
                     if f == "Key":
@@ -188,7 +192,7 @@ cdef Txn parse_txn(bytes acc, object body, Server srv):
         elif name == "Seq":
             for item in as_list(v, name):
                 e = as_obj(item, name)
-                op = new_op(acc, key_bytes(e.get("Key"), "Seq Key"))
+                op = _entry_op(acc, e, name)
                 op.n = 1
                 for f, fv in e.items():
                     if f == "Key":
