@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 CORE_SRC := $(wildcard cdragon/_core.pyx cdragon/core/*.pyx cdragon/core/*.pxi cdragon/core/*.pxd)
 CORE_SO  := cdragon/.core-built
 
-.PHONY: run test setup bench quick-bench binary clean sysdeps
+.PHONY: run test testdeps setup bench quick-bench binary clean sysdeps
 
 setup: $(CORE_SO)
 
@@ -29,7 +29,11 @@ $(CORE_SO): $(VENV)/.deps $(CORE_SRC) setup.py
 run: setup
 	$(PY) -m cdragon serve --listen 127.0.0.1:8081 --data-dir ./cdragon-data
 
-test: setup
+# the packaging tests run systemd-analyze (in Debian's systemd package)
+testdeps:
+	@command -v systemd-analyze >/dev/null || (apt-get update && apt-get install -y systemd)
+
+test: setup testdeps
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 quick-bench: setup

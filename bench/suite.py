@@ -197,6 +197,33 @@ def pct(a: tuple, b: tuple, i: int) -> float:
     return 100.0 * (b[i] - a[i]) / d if d > 0 else 0.0
 
 
+def others_ticks(exclude: set[int]) -> dict[int, int]:
+    """CPU ticks so far of every process but this one, its children and `exclude`: what
+    else ran on this shared machine during a measurement."""
+    me = os.getpid()
+    out = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        pid = int(d)
+        if pid == me or pid in exclude:
+            continue
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        f = stat.rsplit(")", 1)[1].split()
+        if int(f[1]) in (me, 2) or pid == 2:   # a load generator this run started; kernel threads
+            continue                              # (they also do this run's own disk writes)
+        out[pid] = int(f[11]) + int(f[12])
+    return out
+
+
+def others_pct(before: dict[int, int], after: dict[int, int], secs: float) -> float:
+    ticks = sum(t - before.get(pid, 0) for pid, t in after.items() if t >= before.get(pid, 0))
+    return 100.0 * ticks / os.sysconf("SC_CLK_TCK") / secs
+
+
 def vm_kb(pid: int, key: str = "VmHWM") -> int | None:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -597,9 +624,11 @@ def measure(system: str, row: Row, run_dir: Path, idx: int) -> dict:
         # ---- the measured run, with CPU counters around it
         txn0 = lmdb_txnid(srv.data) if system == "cdragon" else None
         t0 = proc_ticks(srv.pid)
+        o0 = others_ticks({srv.pid})
         s0, c0 = core_ticks(SERVER_CPU), core_ticks(CLIENT_CPU)
         res, client_cpu = runner()
         s1, c1 = core_ticks(SERVER_CPU), core_ticks(CLIENT_CPU)
+        o1 = others_ticks({srv.pid})
         t1 = proc_ticks(srv.pid)
         txn1 = lmdb_txnid(srv.data) if system == "cdragon" else None
         secs = res.get("duration_us", DURATION * 1e6) / 1e6 or DURATION
@@ -614,6 +643,7 @@ def measure(system: str, row: Row, run_dir: Path, idx: int) -> dict:
         rec["server_core_busy_pct"] = pct(s0, s1, 0)
         rec["client_core_busy_pct"] = pct(c0, c1, 0)
         rec["steal_pct"] = pct(s0, s1, 1)
+        rec["others_cpu_pct"] = others_pct(o0, o1, secs)
         # ---- what counts
         sock = sum(int(res.get(k, 0)) for k in ("connect", "read", "write", "timeout"))
         rec["errors"] = int(res.get("non2xx", 0)) + sock
@@ -922,6 +952,9 @@ def findings(rows: list[Row], recs: list[dict], watch_recs: list[dict], meta: di
                 notes.append(f"{row.label}, cdragon exited with status {r.get('exit_status')} on SIGTERM.")
             if r.get("steal_pct", 0) >= 5:
                 notes.append(f"{row.label}, {n}: the server's core lost {r['steal_pct']:.0f} % to other tenants (steal).")
+            if r.get("others_cpu_pct", 0) >= 10:
+                notes.append(f"{row.label}, {n}: other processes on this machine used {r['others_cpu_pct']:.0f} % of "
+                             "a core during the measured run (not this suite's): the row may read low.")
             if n == "redis" and row.group == "lock" and r.get("client_core_busy_pct", 0) >= 95:
                 notes.append(f"{row.label}, Redis: the lock client's core was {r['client_core_busy_pct']:.0f} % busy: "
                              "the row is bounded by the (Python) client, Redis could do more.")
@@ -1125,7 +1158,10 @@ def run_suite() -> int:
             extra = ""
             if row.group == "lock":
                 extra = f" ({fmt_rate(rec.get('rps'))} req/s, {int(rec.get('locked', 0)):,} conflicts)"
-            log(f"{row.id:<16} {system:<8} {fmt_rate(rec.get('ops_rps')):>7} {unit(row)}{extra} "
+            if system == "ceiling":
+                extra = ""
+            log(f"{row.id:<16} {system:<8} {fmt_rate(rec.get('ops_rps')):>7} "
+                f"{'req/s' if system == 'ceiling' else unit(row)}{extra} "
                 f"p99 {fmt_ms(rec.get('p99_us'))} ms, errors {rec.get('errors', '?')}"
                 + (f", batch {rec['batch']:.1f}" if rec.get("batch") else "")
                 + (" FAILED" if "failed" in rec else ""))

@@ -56,13 +56,9 @@ class Runner:
         # closed, and this one still drains connections already in the backlog
         self.backlog_sock = sock.dup()
         self.server.start()
-        self.listener = self.loop.run_until_complete(
-            self.loop.create_server(self.server.protocol, sock=sock, backlog=4096))
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            self.loop.add_signal_handler(sig, self.begin_shutdown)
-        log.info("cdragon %s serving on %s, data in %s", __version__, self.cfg.listen, self.cfg.data_dir)
-        # systemd Type=notify: sent from inside run_forever, once signals are delivered
-        self.loop.call_soon(sd_notify.notify, f"READY=1\nSTATUS=serving on {self.cfg.listen}")
+        # Everything from here runs inside one run_forever: uvloop delivers signals only
+        # while the loop runs, so the handlers go in before the first request is served.
+        self.loop.call_soon(self._start_serving, sock)
         try:
             self.loop.run_forever()
         finally:
@@ -75,13 +71,27 @@ class Runner:
             self.loop.close()
         return 0
 
+    def _start_serving(self, sock: socket.socket) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self.loop.add_signal_handler(sig, self.begin_shutdown)
+        self.loop.create_task(self._listen(sock))
+
+    async def _listen(self, sock: socket.socket) -> None:
+        self.listener = await self.loop.create_server(self.server.protocol, sock=sock, backlog=4096)
+        if self.stopping:   # a signal came while the server was being set up
+            self.listener.close()
+            return
+        log.info("cdragon %s serving on %s, data in %s", __version__, self.cfg.listen, self.cfg.data_dir)
+        sd_notify.notify(f"READY=1\nSTATUS=serving on {self.cfg.listen}")   # systemd Type=notify
+
     def begin_shutdown(self) -> None:
         if self.stopping:
             return
         self.stopping = True
         sd_notify.notify("STOPPING=1")
         log.info("shutting down")
-        self.listener.close()
+        if self.listener is not None:
+            self.listener.close()
         self._drain_backlog()
         self.server.begin_shutdown()
         self.deadline = time.monotonic() + self.cfg.shutdown_timeout - 0.5
