@@ -453,7 +453,7 @@ def wrk(script: str, url: str, secs: int, args: list[str], log_path: Path) -> tu
     return res, cpu
 
 
-RB_OVERALL = re.compile(r"overall: ([\d.]+)\)")
+RB_OVERALL = re.compile(r"rps=[\d.]+ \(overall: ([\d.]+)\)")
 
 
 def redis_benchmark_calibrate(port: int, command: list[str], secs: int, log_path: Path) -> float:
@@ -616,7 +616,7 @@ def measure(system: str, row: Row, run_dir: Path, idx: int) -> dict:
                 rate = redis_benchmark_calibrate(srv.port, command, max(WARMUP, 1), run_dir / f"{tag}.warmup.txt")
                 rec["warmup"] = {"rps": rate}
                 runner = lambda: redis_benchmark(srv.port, command, DURATION, rate, run_dir / f"{tag}.txt")
-                shown = " ".join(c if len(c) < 20 else f"<{len(c)} B value>" for c in command)
+                shown = " ".join(command[:2] + [f"<{len(c)} B value>" for c in command[2:]])
                 rec["tool"] = f"redis-benchmark -c {CONNECTIONS} -r 1000 -n <{DURATION}s worth> {shown}"
         else:
             raise ValueError(system)
@@ -943,6 +943,9 @@ def findings(rows: list[Row], recs: list[dict], watch_recs: list[dict], meta: di
                              f"{r.get('warmup_errors', 0):,} in the warm-up"
                              + (f"; first: `{r['first_bad']}`" if r.get("first_bad") else "")
                              + f"; log `{meta['raw']}/{r['tag']}.txt`.")
+            if r.get("duration_us") and r["duration_us"] < 0.5e6 * meta["duration"]:
+                notes.append(f"{row.label}, {n}: the measured run lasted only {r['duration_us'] / 1e6:.1f} s "
+                             f"(asked {meta['duration']} s): a noisy figure.")
             if not r.get("alive", True):
                 bad = True
                 notes.append(f"{row.label}, {n}: the server died during the run; log `{meta['raw']}/{r['tag']}.log`.")

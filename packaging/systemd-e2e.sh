@@ -1,6 +1,6 @@
 #!/bin/sh
 # End-to-end check of install.sh and the units under a real systemd (PID 1), run INSIDE a
-# throwaway container by tests/test_packaging.py (systemd-nspawn, private network, the
+# throwaway container by packaging/run-systemd-e2e.py (systemd-nspawn, private network, the
 # repo read-only at /src, results in /out). Never run it on a real host: it installs,
 # starts, kills and breaks the service on purpose.
 #
