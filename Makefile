@@ -40,7 +40,7 @@ quick-bench: setup
 	bash bench/quick.sh
 
 bench: setup
-	bash bench/quick.sh
+	$(PY) bench/suite.py
 
 clean:
 	rm -rf build cdragon/*.so cdragon/*.c cdragon/.core-built
