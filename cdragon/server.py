@@ -8,6 +8,7 @@ within `shutdown_timeout` seconds.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -56,6 +57,9 @@ class Runner:
         # closed, and this one still drains connections already in the backlog
         self.backlog_sock = sock.dup()
         self.server.start()
+        # what start-up loaded (e.g. a million held locks) lives for the whole process:
+        # keep it out of the cycle collector's full passes
+        gc.freeze()
         # Everything from here runs inside one run_forever: uvloop delivers signals only
         # while the loop runs, so the handlers go in before the first request is served.
         self.loop.call_soon(self._start_serving, sock)

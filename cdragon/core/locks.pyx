@@ -11,6 +11,8 @@
 cdef bytes _LOCK_ALLOW = b"Allow: GET, HEAD, POST, DELETE\r\n"
 
 
+@cython.no_gc   # a million held locks must not be walked by every full GC pass;
+                # no cycle through a Lock outlives it (see _forget_if_idle)
 cdef class Lock(Timed):
     cdef LockTable table
     cdef bytes k               # account \0 name
@@ -161,6 +163,7 @@ cdef class LockTable:
 
     cdef void _forget_if_idle(self, Lock L):
         if L.handle == 0 and L.nwait == 0:
+            L.waiters = None          # drops waiters that left (they point back at L)
             self.locks.pop(L.k, None)
 
     # ---- POST /db with LockID / UnlockID ------------------------------------------------

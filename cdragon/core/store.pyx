@@ -10,6 +10,7 @@
 import cython
 
 @cython.freelist(4096)
+@cython.no_gc      # holds bytes and numbers only: nothing for the cycle collector
 cdef class Entry:
     """One uncommitted record. kv: val = JSON bytes or None (deleted), num = version.
     counter / seq: num = value. idem: f = expiry (epoch seconds)."""
