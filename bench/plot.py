@@ -53,9 +53,9 @@ def ensure_matplotlib() -> None:
 def watch_label(sc: str) -> str:
     kind, _, arg = sc.partition(":")
     if kind == "one":
-        return f"{int(arg):,} on 1 key"
+        return f"{int(arg):,}"
     k, _, w = arg.partition("x")
-    return f"{int(k):,} keys × {w}"
+    return f"{int(k):,} keys×{w}"
 
 
 def main() -> int:
@@ -127,7 +127,8 @@ def main() -> int:
                 b = ax.bar(xs, ys, width, color=COLORS[s], label=label)
                 handles.setdefault(s, b)
             ax.set_xticks(range(len(ids)))
-            ax.set_xticklabels([watch_label(rows[rid]["watch"]) for rid in ids])
+            ax.set_xticklabels([watch_label(rows[rid]["watch"]) for rid in ids], fontsize=8)
+            ax.set_xlabel("watchers")
         ax.set_yscale("log")
         ax.set_title(title)
         ax.grid(axis="y", which="both", alpha=0.3)
@@ -136,9 +137,9 @@ def main() -> int:
     order = [k for k in ("cdragon", "redis", "etcd", "ceiling", "ref") if k in handles]
     fig.legend([handles[k] for k in order], [handles[k].get_label() for k in order],
                loc="lower center", ncol=len(order), frameon=False)
-    fig.suptitle(f"Cloud Dragon vs Redis vs etcd, same run ({meta.get('date', '?')}; "
+    fig.suptitle(f"Cloud Dragon vs Redis vs etcd, same run\n{meta.get('date', '?')}; "
                  f"{meta.get('duration', '?')} s per run, {meta.get('connections', 400)} connections, "
-                 "server on CPU 0, client on CPU 1)")
+                 "server on CPU 0, client on CPU 1", fontsize=11)
     fig.tight_layout(rect=(0, 0.05, 1, 0.96))
     dst.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(dst, dpi=110)

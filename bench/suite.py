@@ -95,6 +95,10 @@ KEEP_DATA = os.environ.get("KEEP_DATA", "0") == "1"
 WATCH = os.environ.get("WATCH", "1") != "0"
 PLOT = os.environ.get("PLOT", "1") != "0"
 INSTALL = os.environ.get("INSTALL", "1") != "0"
+# a measurement during which other processes (not this run's) used this much of a core is
+# taken again once, up to MAX_RETRIES times per run (the machine is shared)
+NOISY_PCT = env_int("NOISY_PCT", 25)
+MAX_RETRIES = env_int("MAX_RETRIES", 12)
 # the 10 KB rows over 1,000,000 keys store more than cdragon's default 2 GiB cap
 CDRAGON_MAX_STORAGE = 32 * GIB
 
@@ -796,13 +800,14 @@ def build_section(rows: list[Row], recs: list[dict], watch_recs: list[dict], met
                   notes: list[str]) -> str:
     L = [BEGIN, "", "## Full suite (make bench)", ""]
     L += [
-        "Measured by `bench/suite.py` (`make bench`; `SCENARIOS=regex` for a subset; notes on each",
-        "scenario in `bench/SUITE.md`). Every system is started fresh for every row in a temp dir on",
-        "the real disk, pinned to CPU 0; the load generator is pinned to CPU 1; 400 connections; a",
-        f"{meta['warmup']} s warm-up, then {meta['duration']} s measured. The systems take turns row by row "
-        "(ceiling, cdragon, Redis, etcd), so each row's ratios compare runs a minute apart at most on",
-        "this shared, drifting machine. Accounts and keys are drawn at random per request (A×K =",
-        "A accounts × K keys; Redis and etcd have no accounts: the account is a key prefix).",
+        "Measured by `bench/suite.py` (`make bench`; `SCENARIOS=regex` for a subset; what each system",
+        "is asked to do in `bench/SUITE.md`). Every system is started fresh for every row in a temp dir",
+        f"on the real disk, pinned to CPU 0; the load generator is pinned to CPU 1; {meta['connections']} connections;",
+        f"a {meta['warmup']} s warm-up, then {meta['duration']} s measured. The systems take turns row by row",
+        "(ceiling, cdragon, Redis, etcd), so a row's ratios compare runs less than a minute apart on this",
+        "shared machine, which drifts by ±30 %: read the ratios, not the absolute figures. Accounts and",
+        "keys are drawn at random per request (A×K = A accounts × K keys; Redis and etcd have no",
+        "accounts: there the account is a key prefix). Higher is better everywhere but in the watch table.",
         "",
         "- **cdragon**: `python -m cdragon serve`, driven by wrk (`bench/lua/suite_write.lua`, `suite_lock.lua`).",
         "- **Redis** 7: `appendonly yes`, `appendfsync always` (ack after fsync, group commit per event-loop pass);",
@@ -838,7 +843,7 @@ def build_section(rows: list[Row], recs: list[dict], watch_recs: list[dict], met
 
             def cell(r, key="ops_rps"):
                 if r is None:
-                    return "n/a" if row.group == "add" else "—"
+                    return "—"
                 if "failed" in r:
                     return "**failed**"
                 v = fmt_rate(r.get(key))
@@ -926,6 +931,7 @@ def build_section(rows: list[Row], recs: list[dict], watch_recs: list[dict], met
 def findings(rows: list[Row], recs: list[dict], watch_recs: list[dict], meta: dict) -> tuple[list[str], bool]:
     """Notes on anything that makes a row not a clean measurement, and the Go targets missed."""
     notes, bad = [], False
+    noisy: list[str] = []
     for row in rows:
         s = by_system(recs, row)
         for n, r in s.items():
@@ -956,11 +962,13 @@ def findings(rows: list[Row], recs: list[dict], watch_recs: list[dict], meta: di
             if r.get("steal_pct", 0) >= 5:
                 notes.append(f"{row.label}, {n}: the server's core lost {r['steal_pct']:.0f} % to other tenants (steal).")
             if r.get("others_cpu_pct", 0) >= 10:
-                notes.append(f"{row.label}, {n}: other processes on this machine used {r['others_cpu_pct']:.0f} % of "
-                             "a core during the measured run (not this suite's): the row may read low.")
+                noisy.append(f"{row.label} {n} {r['others_cpu_pct']:.0f} %" + (" (after a retry)" if r.get("retry_of") or r.get("second_try") else ""))
             if n == "redis" and row.group == "lock" and r.get("client_core_busy_pct", 0) >= 95:
                 notes.append(f"{row.label}, Redis: the lock client's core was {r['client_core_busy_pct']:.0f} % busy: "
                              "the row is bounded by the (Python) client, Redis could do more.")
+    if noisy:
+        notes.append("Other processes on this shared machine (not this suite's) used ≥ 10 % of a core during: "
+                     + "; ".join(noisy) + ". Those figures may read low.")
     # targets against the Go original
     for row in rows:
         if not row.ref:
@@ -1151,12 +1159,27 @@ def run_suite() -> int:
         if why and n in used:
             notes.append(f"{n} not measured: {why}")
     idx = 0
+    retries_left = [MAX_RETRIES]
     for row in thr:
         for system in systems_for(row):
             if skipped.get(system):
                 continue
             idx += 1
             rec = measure(system, row, run_dir, idx)
+            if rec.get("others_cpu_pct", 0) >= NOISY_PCT and retries_left[0] > 0:
+                # someone else's work shared the machine: take it again once, keep the cleaner
+                retries_left[0] -= 1
+                log(f"{row.id} {system}: other processes used {rec['others_cpu_pct']:.0f} % of a core "
+                    f"during the run: measuring again ({retries_left[0]} retries left)")
+                idx += 1
+                again = measure(system, row, run_dir, idx)
+                again["retry_of"] = rec["tag"]
+                again["first_try"] = {k: rec.get(k) for k in ("ops_rps", "rps", "others_cpu_pct", "errors")}
+                if again.get("others_cpu_pct", 0) < rec.get("others_cpu_pct", 0) and "failed" not in again:
+                    rec = again
+                else:
+                    rec["second_try"] = again["first_try"] | {k: again.get(k) for k in
+                                                               ("ops_rps", "rps", "others_cpu_pct", "errors")}
             recs.append(rec)
             extra = ""
             if row.group == "lock":
@@ -1185,8 +1208,10 @@ def run_suite() -> int:
     meta["took"] = f"{took / 60:.1f} min"
     more, bad = findings(thr, recs, watch_recs, meta)
     notes = more + notes
-    notes.append("cdragon ran with CDRAGON_MAX_STORAGE_BYTES=32 GiB: the 10 KB × 1,000,000-key rows store more "
-                 "than the default 2 GiB cap (nothing else differs from the defaults).")
+    if any(r["system"] == "cdragon" for r in recs):
+        notes.append("cdragon ran with CDRAGON_MAX_STORAGE_BYTES=32 GiB: the 10 KB × 1,000,000-key rows can store "
+                     "more than the default 2 GiB cap (nothing else differs from the defaults).")
+    notes.append(f"Load average at the end of the run: {' '.join(Path('/proc/loadavg').read_text().split()[:3])}.")
     section = build_section(rows, recs, watch_recs, meta, notes)
     print(section)
     result = {"meta": meta, "rows": [r.__dict__ for r in rows], "records": recs, "watch": watch_recs, "notes": notes}
@@ -1198,7 +1223,7 @@ def run_suite() -> int:
         log("written bench/RESULTS.md (suite section) and bench/results.json")
         target_json, target_png = BENCH / "results.json", BENCH / "results.png"
     else:
-        log(f"subset run: bench/RESULTS.md and bench/results.json left alone (WRITE_RESULTS=1 to write); "
+        log(f"bench/RESULTS.md and bench/results.json left alone (a subset run, or WRITE_RESULTS=0); "
             f"results in {run_dir}")
         target_json, target_png = run_dir / "results.json", run_dir / "results.png"
     if PLOT:

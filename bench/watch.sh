@@ -197,11 +197,12 @@ log "logs and raw results in $RUN"
 # ---------------------------------------------------------------- 1. reaction
 P_CE=$(free_port); P_CD=$(free_port); P_RD=$(free_port)
 start ceiling http "$P_CE" "$PY" "$BENCH/fanout_ceiling.py" --port "$P_CE"
+args=(--ceiling "127.0.0.1:$P_CE" --ceiling-pid "$LAST_PID")
 start_cdragon cdragon "$P_CD"
-args=(--ceiling "127.0.0.1:$P_CE" --cdragon "127.0.0.1:$P_CD")
+args+=(--cdragon "127.0.0.1:$P_CD" --cdragon-pid "$LAST_PID")
 if [[ $REDIS == 1 ]]; then
     start_redis redis "$P_RD"
-    args+=(--redis "127.0.0.1:$P_RD")
+    args+=(--redis "127.0.0.1:$P_RD" --redis-pid "$LAST_PID")
 fi
 for sc in $SCENARIOS; do args+=(--scenario "$sc"); done
 [[ -n $REPS ]] && args+=(--reps "$REPS")
