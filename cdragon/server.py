@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import os
+import resource
 import signal
 import socket
 import sys
@@ -25,6 +25,22 @@ from cdragon.config import Config
 from cdragon.storage import Storage
 
 log = logging.getLogger("cdragon")
+
+
+def _raise_fd_limit(want: int) -> None:
+    """Lift the soft open-files limit toward `want` (as far as the hard limit allows):
+    every connection is a file descriptor, and the usual soft default is 1024."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as e:
+            log.warning("cannot raise the open-files limit to %d: %s", target, e)
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft != resource.RLIM_INFINITY and soft < want:
+        log.warning("open-files limit is %d: fewer than max_connections (%d) clients can connect "
+                    "(raise it, e.g. LimitNOFILE= in the systemd unit)", soft, want - 64)
 
 
 def _listen_socket(host: str, port: int) -> socket.socket:
@@ -51,6 +67,7 @@ class Runner:
         self.stopping = False
 
     def run(self) -> int:
+        _raise_fd_limit(self.cfg.max_connections + 64)
         host, port = self.cfg.listen_host_port()
         sock = _listen_socket(host, port)
         # keep our own handle on the listening socket: at shutdown the loop's server is
