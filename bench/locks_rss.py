@@ -41,9 +41,10 @@ import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 
+from sections import replace_section
+
 REPO = Path(__file__).resolve().parent.parent
 PY = REPO / ".venv" / "bin" / "python"
-MARKER = "<!-- locks_rss.py -->"
 
 
 # --------------------------------------------------------------------------- the server
@@ -287,10 +288,7 @@ def render(args, out: dict, data_bytes: int, exit_code: int) -> str:
 
 
 def write_section(path: Path, section: str) -> None:
-    old = path.read_text() if path.exists() else ""
-    if MARKER in old:
-        old = old[:old.index(MARKER)].rstrip("\n") + "\n"
-    path.write_text((old + "\n" if old else "") + section)
+    replace_section(path, "locks_rss", section)
 
 
 async def main_async(args, port: int, pid: int, out: dict) -> None:

@@ -10,9 +10,8 @@ change the exit status: this machine drifts, so they are read, not enforced.
 
 The lock scenarios (lock_pairs, handoff) are measured in operations per second
 (completed lock+unlock pairs, handoffs); their 409 `locked` answers are conflicts the
-pairs scenario expects, not errors. They get a second table. A section of
-bench/RESULTS.md from the LOCKS_RSS_MARKER line on (written by bench/locks_rss.py) is
-kept when the file is rewritten.
+pairs scenario expects, not errors. They get a second table. Only the `quick` section of
+bench/RESULTS.md is rewritten (bench/sections.py); the other runners own the rest.
 """
 from __future__ import annotations
 
@@ -20,6 +19,8 @@ import csv
 import statistics
 import sys
 from pathlib import Path
+
+from sections import replace_section
 
 LABELS = {
     "empty": "ceiling `{}` (uvloop + httptools)",
@@ -38,7 +39,6 @@ LOCK_TARGETS = {
     "lock_pairs": ("≥ 40,000 pairs/s", 40_000, "pairs/s"),
     "handoff": ("≥ 2,000 handoffs/s", 2_000, "handoffs/s"),
 }
-LOCKS_RSS_MARKER = "<!-- locks_rss.py -->"
 
 HEADER = """# Quick benchmark results
 
@@ -291,14 +291,7 @@ def main(run: Path, out: Path) -> int:
     text = [HEADER, f"## Run of {env.get('date', '?')}", "", *machine, "", body, ""]
     if notes:
         text += ["Notes:", "", *[f"- {n}" for n in notes], ""]
-    # keep the lock-memory section bench/locks_rss.py maintains
-    try:
-        old = out.read_text()
-    except OSError:
-        old = ""
-    if LOCKS_RSS_MARKER in old:
-        text += [old[old.index(LOCKS_RSS_MARKER):].rstrip("\n"), ""]
-    out.write_text("\n".join(text))
+    replace_section(out, "quick", "\n".join(text))   # other runners own the other sections
     print(f"\nwritten to {out}")
     if bad:
         print("quick.sh: some scenario had errors, a crash or a failed check (see the notes)", file=sys.stderr)

@@ -147,23 +147,22 @@ start() {
     log "$name: PID $LAST_PID on 127.0.0.1:$port, CPU $SERVER_CPU"
 }
 
-new_data() {
-    local d
-    d=$(mktemp -d "$DATA_ROOT/watch-data-XXXXXX")
-    DATA_DIRS+=("$d")
-    echo "$d"
+DATA=""
+new_data() {  # a fresh data directory in $DATA (not via $(...): DATA_DIRS must be kept for cleanup)
+    DATA=$(mktemp -d "$DATA_ROOT/watch-data-XXXXXX")
+    DATA_DIRS+=("$DATA")
 }
 
 start_cdragon() {  # start_cdragon NAME PORT [VAR=VALUE...]
     local name=$1 port=$2; shift 2
-    local data; data=$(new_data)
-    start "$name" http "$port" env "$@" "$PY" -m cdragon serve --listen "127.0.0.1:$port" --data-dir "$data"
+    new_data
+    start "$name" http "$port" env "$@" "$PY" -m cdragon serve --listen "127.0.0.1:$port" --data-dir "$DATA"
 }
 
 start_redis() {  # start_redis NAME PORT
-    local data; data=$(new_data)
+    new_data
     start "$1" redis "$2" redis-server --port "$2" --bind 127.0.0.1 --appendonly yes --appendfsync always \
-        --save '' --dir "$data" --maxclients $((NOFILE > 1100 ? NOFILE - 100 : 1000)) --daemonize no
+        --save '' --dir "$DATA" --maxclients $((NOFILE > 1100 ? NOFILE - 100 : 1000)) --daemonize no
 }
 
 client() {  # client ARGS...: the load generator pinned to CLIENT_CPU
