@@ -260,6 +260,26 @@ cdef class Conn:
         else:
             self.flush()
 
+    cdef void deliver(self, Slot s, bytes data, double now):
+        """fill() for a durable answer, fast when the slot is first in line (a watcher
+        fan-out: one write per connection and nothing else)."""
+        if self.closed or not self.q or self.q[0] is not s or self.in_feed:
+            self.fill(s, data, 0)
+            return
+        self.q.popleft()
+        s.owner = None
+        self.transport.write(data)
+        if not self.q and not self.in_request:
+            if self.eof:
+                self.transport.close()
+            else:
+                self.dl_kind = DL_IDLE
+                self.deadline = now + self.srv.idle_timeout
+                if self.read_paused:
+                    self._maybe_resume_reading()
+        else:
+            self.flush()
+
     cdef void _register(self, int64_t seq):
         cdef Batch b = self.srv.store.batch_for(seq)
         if b is not None:

@@ -298,13 +298,7 @@ cdef class WatchHub:
             if group:
                 raw = st.rtxn.get(k, None, st.db_kv)
                 ver = 0 if raw is None else unpack_i64(raw)
-                body = None
-                for w in list(group):
-                    if w.ver != ver:
-                        if body is None:
-                            body = self._key_body(w.kj, ver, None if raw is None else (<bytes>raw)[8:])
-                            data = frame(200, body)
-                        self._answer(w, data, body, 0)
+                self._wake_key(k, group, ver, None if raw is None else (<bytes>raw)[8:])
         if self.prefixes:
             for acc in b.revs:
                 groups = self.prefixes.get(acc)
@@ -321,6 +315,33 @@ cdef class WatchHub:
                         pair = bodies[w.ver]
                         if pair is not None:
                             self._answer(w, pair[1], pair[0], 0)
+
+    cdef void _wake_key(self, bytes k, set group, int64_t ver, object val):
+        """Answer every watcher of k not already at `ver`: one body, one framing, the
+        same bytes to every connection; the per-watcher work is the write itself."""
+        cdef Watcher w
+        cdef set keep = None
+        cdef bytes body = None, data = None
+        cdef double now = mono_now()
+        del self.keys[k]
+        for w in group:
+            if w.ver == ver:
+                if keep is None:
+                    keep = set()
+                keep.add(w)
+                continue
+            if body is None:
+                body = self._key_body(w.kj, ver, val)
+                data = frame(200, body)
+            w.live = False
+            self.nwatchers -= 1
+            self.dl.clear(w)
+            if w.slot.close or w.slot.head:
+                w.conn.fill(w.slot, frame(200, body, w.slot.close, w.slot.head), 0)
+            else:
+                w.conn.deliver(w.slot, data, now)
+        if keep is not None:
+            self.keys[k] = keep
 
     cpdef shutdown(self):
         """Answer every watcher at once with its current state (and close)."""
