@@ -138,6 +138,9 @@ class Storage:
                 for k in dels:
                     txn.delete(k, db=db)
                 if puts:
+                    # in key order: LMDB's cursor then often finds the next key on the
+                    # page it is already on instead of searching from the root
+                    puts.sort()
                     txn.cursor(db).putmulti(puts)
 
     def _sweep_idempotency(self, txn, now: float, limit: int = 5000) -> None:
