@@ -4,9 +4,9 @@
     .venv/bin/python bench/plot.py [bench/results.json [bench/results.png]]
 
 One panel per scenario group (lock pairs, KV write 64 B / 1 KB / 10 KB, atomic add:
-operations per second, log scale, higher is better; the original Go server's published
-figure as a black marker where there is one) and one for the watch rows (reaction time,
-log scale, lower is better).
+operations per second, higher is better; the original Go server's published figure as a
+black line where there is one) and one for the watch rows (reaction time, lower is
+better). A panel whose values span more than 100× is drawn on a log scale.
 
 matplotlib is needed only here: when this Python lacks it, a private venv is made in
 bench/out/plot-venv (git-ignored), matplotlib is pip-installed into it, and this script
@@ -129,8 +129,12 @@ def main() -> int:
             ax.set_xticks(range(len(ids)))
             ax.set_xticklabels([watch_label(rows[rid]["watch"]) for rid in ids], fontsize=8)
             ax.set_xlabel("watchers")
-        ax.set_yscale("log")
-        ax.set_title(title)
+        values = [b.get_height() for c in ax.containers for b in c if b.get_height() > 0]
+        if values and max(values) / min(values) > 100:
+            ax.set_yscale("log")        # lock pairs (1×1 vs 1000×1000) and watch rows span decades
+            ax.set_title(title + " (log scale)")
+        else:
+            ax.set_title(title)
         ax.grid(axis="y", which="both", alpha=0.3)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")

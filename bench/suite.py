@@ -95,10 +95,12 @@ KEEP_DATA = os.environ.get("KEEP_DATA", "0") == "1"
 WATCH = os.environ.get("WATCH", "1") != "0"
 PLOT = os.environ.get("PLOT", "1") != "0"
 INSTALL = os.environ.get("INSTALL", "1") != "0"
-# a measurement during which other processes (not this run's) used this much of a core is
-# taken again once, up to MAX_RETRIES times per run (the machine is shared)
-NOISY_PCT = env_int("NOISY_PCT", 25)
-MAX_RETRIES = env_int("MAX_RETRIES", 12)
+# a measurement during which this much of a core went to work that was neither the server's
+# nor the load generator's is taken again (twice at most), up to MAX_RETRIES times per run:
+# the machine is shared
+NOISY_PCT = env_int("NOISY_PCT", 15)
+MAX_RETRIES = env_int("MAX_RETRIES", 20)
+RETRIES_PER_RUN = 2
 # the 10 KB rows over 1,000,000 keys store more than cdragon's default 2 GiB cap
 CDRAGON_MAX_STORAGE = 32 * GIB
 
@@ -177,12 +179,33 @@ def free_port() -> int:
 
 
 def proc_ticks(pid: int) -> int | None:
+    """CPU ticks of a server: its own, its reaped children's and its live children's (Redis
+    forks to rewrite its AOF: that work is Redis', not someone else's)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     f = stat.rsplit(")", 1)[1].split()
-    return int(f[11]) + int(f[12])   # utime + stime
+    ticks = int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])   # utime stime cutime cstime
+    for child in children_of(pid):
+        try:
+            c = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(c[11]) + int(c[12])
+        except OSError:
+            pass
+    return ticks
+
+
+def children_of(pid: int) -> list[int]:
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                if int(Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(d))
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
 
 
 def core_ticks(cpu: int) -> tuple[int, int, int]:
@@ -219,6 +242,8 @@ def others_ticks(exclude: set[int]) -> dict[int, int]:
         f = stat.rsplit(")", 1)[1].split()
         if int(f[1]) in (me, 2) or pid == 2:   # a load generator this run started; kernel threads
             continue                              # (they also do this run's own disk writes)
+        if int(f[1]) in exclude:                  # a server's own child (Redis' AOF rewrite)
+            continue
         out[pid] = int(f[11]) + int(f[12])
     return out
 
@@ -648,6 +673,13 @@ def measure(system: str, row: Row, run_dir: Path, idx: int) -> dict:
         rec["client_core_busy_pct"] = pct(c0, c1, 0)
         rec["steal_pct"] = pct(s0, s1, 1)
         rec["others_cpu_pct"] = others_pct(o0, o1, secs)
+        # interference: CPU on the two pinned cores (or anywhere, by processes that outlived
+        # the run) that neither the server nor the load generator used. On a quiet machine
+        # it stays under ~5 %; short-lived processes of other users show up only here.
+        rec["interference_pct"] = max(
+            rec["others_cpu_pct"],
+            rec["server_core_busy_pct"] - rec.get("server_cpu_pct", rec["server_core_busy_pct"]),
+            rec["client_core_busy_pct"] - rec["client_cpu_pct"], 0.0)
         # ---- what counts
         sock = sum(int(res.get(k, 0)) for k in ("connect", "read", "write", "timeout"))
         rec["errors"] = int(res.get("non2xx", 0)) + sock
@@ -866,9 +898,11 @@ def build_section(rows: list[Row], recs: list[dict], watch_recs: list[dict], met
         L += ["", "Latency (p50 / p99, ms), conflicts, errors, server peak RSS (VmHWM of that row's process), "
               "cdragon's average commit batch (writes answered ÷ LMDB write transactions committed during the "
               "measured run, read from the meta pages of `data.mdb`), and how busy the two pinned cores were "
-              "(server core / load-generator core):", "",
-              "| scenario | system | ops/s | req/s | p50 | p99 | conflicts | errors | peak RSS | batch | cores busy |",
-              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "(server core / load-generator core), and *other work*: the share of a core that went to neither the "
+              "server nor the load generator (other users of this shared machine; a measurement with ≥ 15 % is "
+              "taken again, at most twice, and the cleanest kept):", "",
+              "| scenario | system | ops/s | req/s | p50 | p99 | conflicts | errors | peak RSS | batch | cores busy | other work |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for row in thr:
             s = by_system(recs, row)
             for n in ("cdragon", "redis", "etcd", "ceiling"):
@@ -876,7 +910,7 @@ def build_section(rows: list[Row], recs: list[dict], watch_recs: list[dict], met
                 if r is None:
                     continue
                 if "failed" in r:
-                    L.append(f"| {row.label} | {n} | **failed** | | | | | | | | |")
+                    L.append(f"| {row.label} | {n} | **failed** | | | | | | | | | |")
                     continue
                 conflicts = f"{int(r.get('locked', 0)):,}" if row.group == "lock" else "—"
                 err = f"**{r['errors']:,}**" if r.get("errors") else "0"
@@ -884,7 +918,8 @@ def build_section(rows: list[Row], recs: list[dict], watch_recs: list[dict], met
                 batch = f"{r['batch']:.1f}" if r.get("batch") else ("n/a" if n == "cdragon" else "—")
                 L.append(f"| {row.label} | {n} | {fmt_rate(r.get('ops_rps'))} | {fmt_rate(r.get('rps'))} "
                          f"| {fmt_ms(r.get('p50_us'))} | {fmt_ms(r.get('p99_us'))} | {conflicts} | {err} | {rss} "
-                         f"| {batch} | {r.get('server_core_busy_pct', 0):.0f} % / {r.get('client_core_busy_pct', 0):.0f} % |")
+                         f"| {batch} | {r.get('server_core_busy_pct', 0):.0f} % / {r.get('client_core_busy_pct', 0):.0f} % "
+                         f"| {r.get('interference_pct', 0):.0f} %{' (' + str(len(r['tries'])) + ' tries)' if r.get('tries') else ''} |")
     wrows = [r for r in rows if r.group == "watch"]
     if wrows:
         L += ["", "### Watch reaction", ""]
@@ -961,14 +996,16 @@ def findings(rows: list[Row], recs: list[dict], watch_recs: list[dict], meta: di
                 notes.append(f"{row.label}, cdragon exited with status {r.get('exit_status')} on SIGTERM.")
             if r.get("steal_pct", 0) >= 5:
                 notes.append(f"{row.label}, {n}: the server's core lost {r['steal_pct']:.0f} % to other tenants (steal).")
-            if r.get("others_cpu_pct", 0) >= 10:
-                noisy.append(f"{row.label} {n} {r['others_cpu_pct']:.0f} %" + (" (after a retry)" if r.get("retry_of") or r.get("second_try") else ""))
+            if r.get("interference_pct", 0) >= 10:
+                noisy.append(f"{row.label} {n} {r['interference_pct']:.0f} %"
+                             + (f" (best of {len(r['tries'])} tries)" if r.get("tries") else ""))
             if n == "redis" and row.group == "lock" and r.get("client_core_busy_pct", 0) >= 95:
-                notes.append(f"{row.label}, Redis: the lock client's core was {r['client_core_busy_pct']:.0f} % busy: "
-                             "the row is bounded by the (Python) client, Redis could do more.")
+                notes.append(f"{row.label}, Redis: the lock client's core was {r['client_core_busy_pct']:.0f} % busy "
+                             f"(Redis' own core {r.get('server_core_busy_pct', 0):.0f} %): the (Python) client bounds "
+                             "this row, Redis could do somewhat more.")
     if noisy:
-        notes.append("Other processes on this shared machine (not this suite's) used ≥ 10 % of a core during: "
-                     + "; ".join(noisy) + ". Those figures may read low.")
+        notes.append("Work that was neither the server's nor the load generator's (other users of this shared "
+                     "machine) took ≥ 10 % of a core during: " + "; ".join(noisy) + ". Those figures may read low.")
     # targets against the Go original
     for row in rows:
         if not row.ref:
@@ -1166,20 +1203,21 @@ def run_suite() -> int:
                 continue
             idx += 1
             rec = measure(system, row, run_dir, idx)
-            if rec.get("others_cpu_pct", 0) >= NOISY_PCT and retries_left[0] > 0:
-                # someone else's work shared the machine: take it again once, keep the cleaner
+            tries = [rec]
+            while (rec.get("interference_pct", 0) >= NOISY_PCT and retries_left[0] > 0
+                   and len(tries) <= RETRIES_PER_RUN):
+                # someone else's work shared the machine: take it again, keep the cleanest
                 retries_left[0] -= 1
-                log(f"{row.id} {system}: other processes used {rec['others_cpu_pct']:.0f} % of a core "
-                    f"during the run: measuring again ({retries_left[0]} retries left)")
+                log(f"{row.id} {system}: {rec['interference_pct']:.0f} % of a core went to other work "
+                    f"during the run ({fmt_rate(rec.get('ops_rps'))} {unit(row)}): measuring again "
+                    f"({retries_left[0]} retries left)")
                 idx += 1
-                again = measure(system, row, run_dir, idx)
-                again["retry_of"] = rec["tag"]
-                again["first_try"] = {k: rec.get(k) for k in ("ops_rps", "rps", "others_cpu_pct", "errors")}
-                if again.get("others_cpu_pct", 0) < rec.get("others_cpu_pct", 0) and "failed" not in again:
-                    rec = again
-                else:
-                    rec["second_try"] = again["first_try"] | {k: again.get(k) for k in
-                                                               ("ops_rps", "rps", "others_cpu_pct", "errors")}
+                tries.append(measure(system, row, run_dir, idx))
+                ok = [t for t in tries if "failed" not in t] or tries
+                rec = min(ok, key=lambda t: t.get("interference_pct", 0))
+            if len(tries) > 1:
+                rec["tries"] = [{k: t.get(k) for k in ("tag", "ops_rps", "rps", "interference_pct", "errors")}
+                                for t in tries]
             recs.append(rec)
             extra = ""
             if row.group == "lock":
