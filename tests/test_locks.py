@@ -639,7 +639,10 @@ def test_bad_lock_names_are_bad_key(client, acc, field, name):
 def test_lock_name_of_256_bytes_is_fine(client, acc):
     name = "é" * 128
     held = lock(client, acc, name)
+    assert held["Lock"] > 0
+    assert lock_state(client, acc, name)["Locked"] is True
     unlock(client, acc, name, held["Lock"])
+    assert lock_state(client, acc, name) == {"Locked": False}
 
 
 def test_handle_as_decimal_string_is_accepted(client, acc):
