@@ -23,6 +23,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.parse
 
 import pytest
 
@@ -640,9 +641,10 @@ def test_lock_name_of_256_bytes_is_fine(client, acc):
     name = "é" * 128
     held = lock(client, acc, name)
     assert held["Lock"] > 0
-    assert lock_state(client, acc, name)["Locked"] is True
+    # the REST form names it percent-encoded (UTF-8)
+    assert lock_state(client, acc, urllib.parse.quote(name))["Locked"] is True
     unlock(client, acc, name, held["Lock"])
-    assert lock_state(client, acc, name) == {"Locked": False}
+    assert lock_state(client, acc, urllib.parse.quote(name)) == {"Locked": False}
 
 
 def test_handle_as_decimal_string_is_accepted(client, acc):
