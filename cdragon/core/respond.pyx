@@ -26,20 +26,24 @@ for _st in STATUS_TEXT:
     _PREFIX_TEXT[_st] = _prefix(_st, CT_TEXT)
 
 
+# Content-Length digits for the usual small bodies, so framing formats no number
+cdef list _LENGTHS = [b"%d" % _n for _n in range(4096)]
+
+
 cdef bytes frame(int status, bytes body, bint close=False, bint head=False,
                  bint text=False, bytes extra=None):
     """A whole HTTP/1.1 response. `extra` is raw header lines ending in CRLF."""
     cdef bytes prefix = (<dict>(_PREFIX_TEXT if text else _PREFIX_JSON)).get(status)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(body)
+    cdef bytes tail
     if prefix is None:
         prefix = _prefix(status, CT_TEXT if text else CT_JSON)
-    cdef bytes tail
-    if close:
-        tail = b"\r\nConnection: close\r\n"
+    if extra is None:
+        tail = b"\r\nConnection: close\r\n\r\n" if close else b"\r\n\r\n"
     else:
-        tail = b"\r\n"
-    if extra is not None:
-        tail = tail + extra
-    return b"".join((prefix, b"%d" % len(body), tail, b"\r\n", b"" if head else body))
+        tail = (b"\r\nConnection: close\r\n" if close else b"\r\n") + extra + b"\r\n"
+    return b"".join((prefix, <bytes>_LENGTHS[n] if n < 4096 else b"%d" % n, tail,
+                     b"" if head else body))
 
 
 class ApiError(Exception):
