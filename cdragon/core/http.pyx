@@ -117,7 +117,7 @@ cdef class Conn:
             return
         self.in_feed = True
         self.began_in_chunk = False
-        if b"pgrade:" in data or b"PGRADE:" in data:
+        if b"pgrade:" in data:     # "Upgrade:" / "upgrade:" (one scan; all-caps is not seen)
             data = _no_upgrade(data)
         try:
             self.parser.feed_data(data)
