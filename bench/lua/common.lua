@@ -11,6 +11,9 @@
 --                max_us=.. non2xx=.. connect=.. read=.. write=.. timeout=..
 -- so a run of errors is never mistaken for speed.
 
+-- the shared setup() and BENCH_RESULT report
+dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "result.lua")
+
 local pool, pool_n = {}, 0
 
 function bench_pool(n, make)
@@ -38,32 +41,6 @@ function response(status, headers, body)
    end
 end
 
--- Main state: remember the threads so done() can collect their counters.
-local threads = {}
-
-function setup(thread)
-   table.insert(threads, thread)
-end
-
 function done(summary, latency, requests)
-   local bad, sample = 0, ""
-   for _, t in ipairs(threads) do
-      local n = tonumber(t:get("non2xx")) or 0
-      if n > 0 and sample == "" then
-         sample = t:get("first_bad") or ""
-      end
-      bad = bad + n
-   end
-   local e = summary.errors
-   local secs = summary.duration / 1e6
-   io.write(string.format(
-      "BENCH_RESULT requests=%d duration_us=%d rps=%.1f p50_us=%d p90_us=%d p99_us=%d max_us=%d " ..
-      "non2xx=%d connect=%d read=%d write=%d timeout=%d\n",
-      summary.requests, summary.duration, summary.requests / secs,
-      latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max,
-      bad, e.connect, e.read, e.write, e.timeout))
-   if bad > 0 then
-      io.write("BENCH_FIRST_NON2XX " .. string.gsub(sample, "[\r\n]+", " ") .. "\n")
-      io.write(string.format("WARNING: %d non-2xx responses\n", bad))
-   end
+   bench_report(summary, latency)
 end

@@ -15,6 +15,9 @@
 --
 -- Script arguments (wrk ... URL -- name=value ...) are parsed into suite_args.
 
+-- the shared setup() and BENCH_RESULT report
+dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "result.lua")
+
 suite_args = {}
 suite_host = "127.0.0.1"
 
@@ -93,34 +96,6 @@ function response(status, headers, body)
    end
 end
 
--- main state: collect the threads' counters
-local threads = {}
-
-function setup(thread)
-   table.insert(threads, thread)
-end
-
 function done(summary, latency, requests)
-   local g, u, l, b, sample = 0, 0, 0, 0, ""
-   for _, t in ipairs(threads) do
-      g = g + (tonumber(t:get("grants")) or 0)
-      u = u + (tonumber(t:get("unlocks")) or 0)
-      l = l + (tonumber(t:get("locked")) or 0)
-      local n = tonumber(t:get("non2xx")) or 0
-      if n > 0 and sample == "" then
-         sample = t:get("first_bad") or ""
-      end
-      b = b + n
-   end
-   local e = summary.errors
-   local secs = summary.duration / 1e6
-   io.write(string.format(
-      "BENCH_RESULT requests=%d duration_us=%d rps=%.1f p50_us=%d p90_us=%d p99_us=%d max_us=%d " ..
-      "non2xx=%d connect=%d read=%d write=%d timeout=%d grants=%d unlocks=%d locked=%d ops=%d ops_rps=%.1f\n",
-      summary.requests, summary.duration, summary.requests / secs,
-      latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max,
-      b, e.connect, e.read, e.write, e.timeout, g, u, l, u, u / secs))
-   if b > 0 then
-      io.write("BENCH_FIRST_NON2XX " .. string.gsub(sample, "[\r\n]+", " ") .. "\n")
-   end
+   bench_report(summary, latency, bench_lock_extra(summary))
 end
