@@ -89,20 +89,13 @@ wait_port_free() {
     done
 }
 
-stop_server() {  # SIGTERM, wait, then SIGKILL; only the PID we started
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"   # stop_pid
+
+stop_server() {  # the server we started, if any
     [[ -n $SERVER_PID ]] || return 0
-    local pid=$SERVER_PID deadline=$((SECONDS + STOP_TIMEOUT))
+    local pid=$SERVER_PID
     SERVER_PID=""
-    kill -TERM "$pid" 2>/dev/null || true
-    while kill -0 "$pid" 2>/dev/null; do
-        if ((SECONDS >= deadline)); then
-            echo "quick.sh: PID $pid ignored SIGTERM for ${STOP_TIMEOUT}s: SIGKILL" >&2
-            kill -KILL "$pid" 2>/dev/null || true
-            break
-        fi
-        sleep 0.1
-    done
-    wait "$pid" 2>/dev/null || true
+    stop_pid "$pid"
 }
 
 cleanup() {

@@ -83,19 +83,7 @@ DATA_DIRS=()
 
 free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-stop_pid() {  # SIGTERM, wait, then SIGKILL; only a PID we started
-    local pid=$1 deadline=$((SECONDS + STOP_TIMEOUT))
-    kill -TERM "$pid" 2>/dev/null || return 0
-    while kill -0 "$pid" 2>/dev/null; do
-        if ((SECONDS >= deadline)); then
-            echo "watch.sh: PID $pid ignored SIGTERM for ${STOP_TIMEOUT}s: SIGKILL" >&2
-            kill -KILL "$pid" 2>/dev/null || true
-            break
-        fi
-        sleep 0.1
-    done
-    wait "$pid" 2>/dev/null || true
-}
+source "$BENCH/lib.sh"   # stop_pid
 
 stop_all() {
     local pid
