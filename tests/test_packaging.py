@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO, VERSION
+from helpers import REPO, VERSION, free_port
 
 from cdragon import sd_notify
 from cdragon.config import Config
@@ -40,18 +40,6 @@ HEALTH_OK = {"Status": "ok", "Version": VERSION}
 # --------------------------------------------------------------------------- helpers
 
 
-def _port() -> int:
-    """A free port outside the ephemeral range (32768+) that other tests' free_port()
-    and client sockets draw from, so a concurrent server cannot take it meanwhile."""
-    for _ in range(200):
-        port = random.randint(20000, 32000)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port")
 
 
 def _env(**extra) -> dict:
@@ -148,7 +136,7 @@ class NotifySocket:
 @pytest.mark.parametrize("abstract", [False, True], ids=["path", "abstract"])
 def test_notify_ready_when_serving_and_stopping_on_sigterm(tmp_path, abstract):
     ns = NotifySocket(tmp_path, abstract)
-    port = _port()
+    port = free_port()
     proc = _spawn([sys.executable, "-m", "cdragon", "serve", "--listen", f"127.0.0.1:{port}",
                    "--data-dir", tmp_path / "data"], cwd=str(REPO), env=_env(NOTIFY_SOCKET=ns.address))
     try:
@@ -392,7 +380,7 @@ def test_binary_serves_keeps_data_and_locks_across_restart(binary, tmp_path):
     logs = []
 
     def start(ns: NotifySocket | None = None):
-        port = _port()
+        port = free_port()
         log = open(tmp_path / f"server-{len(logs)}.log", "wb")
         logs.append(log.name)
         env = _env(NOTIFY_SOCKET=ns.address) if ns else _env()
