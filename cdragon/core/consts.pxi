@@ -3,9 +3,12 @@ cdef enum:
     MAX_JSON_DEPTH = 512          # API.md: deeper nesting is 400 bad_request
     MAX_KEY_BYTES = 256           # API.md: keys are 1..256 UTF-8 bytes
     MAX_ACCOUNT_LEN = 64
-    BATCH_KEY_OVERHEAD = 12288    # pessimistic LMDB pages dirtied per new key (3 pages)
+    LMDB_NODE_MAX = 2038          # larger nodes go to overflow pages (4 KB pages)
+    PAGE_COPY_BYTES = 12288       # pages a checkpoint may copy per record written (3)
+    CHECKPOINT_RECORDS = 100000   # checkpoint once this many records wait for LMDB ...
     SWEEP_INTERVAL_MS = 250       # connection deadline sweep period
     STORAGE_HEADROOM = 1048576    # bytes kept free below max_storage_bytes for deletes
+cdef double CHECKPOINT_SECONDS = 2.0   # ... or once the oldest has waited this long
 
 # time deadline kinds of a connection
 cdef enum:

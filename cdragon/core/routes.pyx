@@ -146,7 +146,7 @@ cdef int _allow_get(bytes method) except -1:
 cdef int handle_ready(Server srv, Request r) except -1:
     if srv.shutting_down:
         raise ApiError(503, "shutting_down", "the server is shutting down")
-    if srv.store.full:
+    if not srv.store.has_room():
         raise ApiError(503, "storage_full", "the data store reached its configured maximum size")
     if srv.storage_error is not None:
         raise ApiError(503, "storage_error", "the last commit failed: " + srv.storage_error)

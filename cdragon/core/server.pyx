@@ -1,8 +1,10 @@
 # Server: the one object that owns all state on the event-loop thread — connections,
 # the Store, the lock table, the watch hub — and drives group commit: it hands the open
 # batch to the writer thread when the writer is idle, and on "batch N durable" releases
-# that batch's answers, lock grants and watch wake-ups. Also the deadline sweep and the
-# shutdown steps. Never blocks the loop and never writes LMDB itself.
+# that batch's answers, lock grants and watch wake-ups. It also decides when LMDB
+# catches up with the write-ahead log (a checkpoint: every CHECKPOINT_SECONDS, or
+# sooner when much is waiting), and runs the deadline sweep and the shutdown steps.
+# Never writes LMDB itself, and blocks the loop only to recover from a failed log write.
 
 import logging
 import itertools
@@ -17,7 +19,8 @@ cdef class Server:
     cdef readonly object cfg
     cdef readonly Store store
     cdef set conns
-    cdef bint writer_busy, kick_scheduled
+    cdef bint writer_busy, kick_scheduled, ckpt_busy
+    cdef double ckpt_retry_at
     cdef public bint shutting_down
     cdef public object storage_error
     cdef bint last_wrote
@@ -34,7 +37,7 @@ cdef class Server:
     cdef readonly double max_lock_dur, max_lock_wait, max_watch_timeout, idempotency_ttl
     cdef readonly double header_timeout, body_timeout, idle_timeout
     # counters for tests and metrics
-    cdef readonly int64_t commits, committed_requests
+    cdef readonly int64_t commits, committed_requests, checkpoints
 
     def __cinit__(self, loop, storage, cfg, str version):
         self.loop = loop
@@ -42,7 +45,8 @@ cdef class Server:
         self.cfg = cfg
         self.store = Store(storage, cfg.max_storage_bytes)
         self.conns = set()
-        self.writer_busy = self.kick_scheduled = False
+        self.writer_busy = self.kick_scheduled = self.ckpt_busy = False
+        self.ckpt_retry_at = 0
         self.shutting_down = False
         self.storage_error = None
         self.health_body = b'{"Status":"ok","Version":"%s"}' % version.encode()
@@ -67,11 +71,11 @@ cdef class Server:
         self.deadlines = Deadlines(loop)
         self.locks = LockTable(self, self.deadlines)
         self.watches = WatchHub(self, self.deadlines)
-        self.commits = self.committed_requests = 0
+        self.commits = self.committed_requests = self.checkpoints = 0
 
     def start(self):
         self.locks.load()
-        self.storage.start(self.loop, self.on_commit)
+        self.storage.start(self.loop, self.on_commit, self.on_applied)
         self.sweep_handle = self.loop.call_later(SWEEP_INTERVAL_MS / 1000.0, self._sweep)
 
     def protocol(self):
@@ -128,48 +132,93 @@ cdef class Server:
         self.writer_busy = True
         self.storage.submit(b.seq, self.pending_ops)
 
-    def on_commit(self, int64_t seq, err, int64_t used):
+    def on_commit(self, int64_t seq, err):
         """Runs on the loop when the writer finished batch `seq` (err None: durable)."""
         cdef Batch b
         cdef Conn c
         self.writer_busy = False
         if err is None:
-            b = self.store.committed(used)
+            b = self.store.durable()
             self.pending_ops = None
             self.commits += 1
             self.committed_requests += b.nreq
-            self._maybe_grow()
             for c in b.conns:
                 c.flush()
             self.watches.committed(b)
             for cb in b.after:
                 cb()
-        elif err == "map_full" and self._grow():
-            self.writer_busy = True
-            self.storage.submit(seq, self.pending_ops)
-            return
-        elif err == "map_full":
-            self._fail_batches(ApiError(507, "storage_full", "the data store reached its configured maximum size"))
+            b.conns = b.after = None    # the batch now waits for a checkpoint: keep only its keys
+            self._maybe_checkpoint()
         else:
-            log.error("commit of batch %d failed: %s", seq, err)
+            log.error("writing batch %d to the log failed: %s", seq, err)
             self.storage_error = err
+            self._settle()
             self._fail_batches(ApiError(500, "internal", "the commit failed: " + str(err)))
         self.kick()
 
-    cdef void _maybe_grow(self):
-        if self.store.used_bytes * 2 > self.storage.map_size and self.storage.map_size < self.storage.max_map:
-            self._grow()
+    # ---- checkpoints ---------------------------------------------------------------------
+    cdef void _maybe_checkpoint(self):
+        cdef Store st = self.store
+        cdef double now
+        if self.ckpt_busy or not st.unapplied:
+            return
+        now = mono_now()
+        if now < self.ckpt_retry_at:
+            return
+        if not (self.shutting_down
+                or st.unapplied_keys >= CHECKPOINT_RECORDS
+                or now - st.unapplied_since >= CHECKPOINT_SECONDS
+                or st.pending_bytes() * 4 >= st.max_bytes - st.used_bytes):
+            return
+        self._checkpoint()
 
-    cdef bint _grow(self):
-        # LMDB may only resize with no transaction open in the process: the writer is
-        # idle here, and the loop's read transaction is reset around the call.
+    cdef void _checkpoint(self):
+        # the map must hold what the checkpoint writes; it may only grow while the
+        # checkpoint thread is idle, which it is now
+        cdef int64_t need = self.store.used_bytes + self.store.checkpoint_bytes()
+        if need + need // 2 > self.storage.map_size:
+            self._grow(need * 2, False)
+        self.ckpt_busy = True
+        self.storage.checkpoint()
+
+    def on_applied(self, int64_t seq, err, int64_t used):
+        """Runs on the loop when a checkpoint put every batch up to `seq` into LMDB."""
+        self.ckpt_busy = False
+        if err is None:
+            self.store.applied(seq, used)
+            self.checkpoints += 1
+        elif err == "map_full":
+            # these writes are acknowledged: they go into LMDB even past max_storage_bytes
+            # (requests are refused 507 well before that; this is the estimate's margin)
+            log.warning("checkpoint needs a bigger map than max_storage_bytes allows; growing it")
+            self._grow(self.storage.map_size * 2, True)
+            self._checkpoint()
+            return
+        else:
+            log.error("checkpoint failed; the write-ahead log keeps the writes, retrying in 1 s: %s", err)
+            self.ckpt_retry_at = mono_now() + 1.0
+            return
+        self._maybe_checkpoint()
+
+    cdef bint _grow(self, int64_t want, bint past_max):
+        # LMDB may only resize with no transaction open in the process: the checkpoint
+        # thread is idle here, and the loop's read transaction is reset around the call.
         cdef bint ok
         self.store.pause_reads()
         try:
-            ok = self.storage.grow(self.storage.map_size * 2)
+            ok = self.storage.grow(want, past_max)
         finally:
             self.store.resume_reads()
         return ok
+
+    cdef void _settle(self):
+        """After a failed log write: put every durable batch into LMDB now (blocking the
+        loop), so that the overlay can be dropped and LMDB read as the truth."""
+        self.store.pause_reads()
+        try:
+            self.storage.settle()
+        finally:
+            self.store.resume_reads()
 
     cdef void _fail_batches(self, object err):
         cdef list batches = self.store.failed()
@@ -196,6 +245,7 @@ cdef class Server:
         if due is not None:
             for c in due:
                 c.on_deadline()
+        self._maybe_checkpoint()
         self.sweep_handle = self.loop.call_later(SWEEP_INTERVAL_MS / 1000.0, self._sweep)
 
     # ---- shutdown --------------------------------------------------------------------------

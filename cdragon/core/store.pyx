@@ -1,8 +1,10 @@
 # Store: every read and write of kv, counter, sequence, idempotency and revision
 # records, as seen from the event loop. Writes land in an in-memory overlay and mark the
 # open Batch dirty; reads check the overlay, then a long-lived LMDB read transaction
-# that is renewed after each commit. Reading an overlay entry raises `wait_seq`, so the
-# response that reveals it waits until that batch is durable.
+# that is renewed after each checkpoint. An overlay entry stays until a checkpoint has
+# put it into LMDB (a batch is durable earlier, once it is in the write-ahead log).
+# Reading an overlay entry raises `wait_seq`, so the response that reveals it waits
+# until that batch is durable.
 #
 # Never writes LMDB (the writer thread in cdragon.storage does) and never holds the
 # read transaction across a wait: every use is synchronous on the loop thread.
@@ -10,23 +12,38 @@
 import cython
 
 @cython.freelist(4096)
-@cython.no_gc      # holds bytes and numbers only: nothing for the cycle collector
+@cython.no_gc      # holds bytes, numbers and older Entries only: no cycles
 cdef class Entry:
-    """One uncommitted record. kv: val = JSON bytes or None (deleted), num = version.
-    counter / seq: num = value. idem: f = expiry (epoch seconds)."""
+    """One record as one batch wrote it. kv: val = JSON bytes or None (deleted), num =
+    version. counter / seq: num = value. idem: f = expiry (epoch seconds). A batch
+    never changes an older batch's Entry: it makes its own, pointing at the one before
+    (`prev`), so the durable state of a key stays readable (watches, failures)."""
     cdef object val
     cdef int64_t num
     cdef double f
     cdef int64_t seq     # the batch that wrote it
+    cdef Entry prev      # the key's previous Entry not yet in LMDB, or None
+
+
+cdef inline Py_ssize_t record_bytes(Py_ssize_t klen, Py_ssize_t vlen) noexcept:
+    """What one record may add to LMDB's pages in use. A small record shares a leaf
+    page (node header and index slot; pages are about 2/3 full after splits); a big
+    value (a node over LMDB's limit for 4 KB pages) gets overflow pages of its own."""
+    if klen + vlen + 8 <= LMDB_NODE_MAX:
+        return (klen + vlen + 10) * 3 // 2
+    return (vlen + 16 + 4095) // 4096 * 4096 + klen + 16
 
 
 cdef class Batch:
     """The writes of many requests, committed together, and everything waiting on them."""
     cdef readonly int64_t seq
-    cdef dict kv, ctr, sq, idem, revs, lk   # dirty keys (values: None)
+    cdef dict kv, ctr, sq, idem         # keys written -> the Entry this batch wrote
+    cdef dict revs                      # account -> its revision after this batch
+    cdef dict lk                        # lock keys changed (values: None)
     cdef list conns                     # connections with a response waiting on this batch
     cdef list after                     # callables to run once durable (grants, wakes)
-    cdef Py_ssize_t est_bytes
+    cdef Py_ssize_t est_data            # bytes its records may add to LMDB (record_bytes)
+    cdef Py_ssize_t nkeys               # records it writes
     cdef int nreq
 
     def __cinit__(self, int64_t seq):
@@ -39,7 +56,8 @@ cdef class Batch:
         self.lk = {}
         self.conns = []
         self.after = []
-        self.est_bytes = 0
+        self.est_data = 0
+        self.nkeys = 0
         self.nreq = 0
 
     cdef inline bint empty(self):
@@ -48,24 +66,32 @@ cdef class Batch:
     cdef inline void mark(self, dict dirty, bytes k, Py_ssize_t size):
         if k not in dirty:
             dirty[k] = None
-            self.est_bytes += BATCH_KEY_OVERHEAD + 2 * (PyBytes_GET_SIZE(k) + size)
+            self.count(k, size)
+
+    cdef inline void count(self, bytes k, Py_ssize_t size):
+        self.est_data += record_bytes(PyBytes_GET_SIZE(k), size)
+        self.nkeys += 1
 
 
 cdef class Store:
     cdef object storage
     cdef object rtxn
     cdef object db_kv, db_ctr, db_seq, db_idem, db_meta
-    cdef dict o_kv, o_ctr, o_seq, o_idem      # overlays: full key -> Entry
+    cdef dict o_kv, o_ctr, o_seq, o_idem      # overlays: full key -> newest Entry
+    cdef dict kv_by_acc                       # account -> set of its keys in o_kv
     cdef dict revs                            # account -> revision (authoritative)
+    cdef dict durable_revs                    # account -> revision of its last durable batch
     cdef dict start_revs                      # account -> revision on disk when first loaded
     cdef Batch open_batch
     cdef Batch inflight
+    cdef list unapplied                       # durable batches not yet in LMDB, oldest first
+    cdef readonly int64_t unapplied_data, unapplied_keys, unapplied_reqs
+    cdef readonly double unapplied_since      # when the oldest of them became durable
     cdef readonly int64_t durable_seq
     cdef public int64_t wait_seq              # accumulated by reads of the current request
     cdef object r_val                         # value of the last kv_read
     cdef readonly int64_t used_bytes          # LMDB high-water mark after the last commit
     cdef readonly int64_t max_bytes
-    cdef readonly bint full
 
     def __cinit__(self, storage, int64_t max_bytes):
         self.storage = storage
@@ -80,15 +106,19 @@ cdef class Store:
         self.o_ctr = {}
         self.o_seq = {}
         self.o_idem = {}
+        self.kv_by_acc = {}
         self.revs = {}
+        self.durable_revs = {}
         self.start_revs = {}
         self.durable_seq = 0
         self.open_batch = Batch(1)
         self.inflight = None
+        self.unapplied = []
+        self.unapplied_data = self.unapplied_keys = self.unapplied_reqs = 0
+        self.unapplied_since = 0
         self.wait_seq = 0
         self.max_bytes = max_bytes
         self.used_bytes = storage.used_bytes()
-        self.full = False
 
     # ---- reads -----------------------------------------------------------------------
     cdef inline void _saw(self, Entry e):
@@ -133,15 +163,70 @@ cdef class Store:
         raw = self.rtxn.get(k, None, self.db_idem)
         return raw is not None and unpack_f64be(raw) > now
 
+    cdef int64_t _stored_revision(self, bytes acc) except -1:
+        raw = self.rtxn.get(b"rev\0" + acc, None, self.db_meta)
+        return 0 if raw is None else unpack_i64(raw)
+
     cdef int64_t revision(self, bytes acc) except -1:
         r = self.revs.get(acc)
         if r is None:
-            raw = self.rtxn.get(b"rev\0" + acc, None, self.db_meta)
-            r = 0 if raw is None else unpack_i64(raw)
+            r = self._stored_revision(acc)
             self.revs[acc] = r
             if acc not in self.start_revs:
                 self.start_revs[acc] = r
         return r
+
+    # ---- the durable state (what watchers are told) ------------------------------------
+    cdef inline Entry _durable(self, Entry e):
+        while e is not None and e.seq > self.durable_seq:
+            e = e.prev
+        return e
+
+    cdef int64_t durable_kv(self, bytes k) except -1:
+        """kv_read of the durable state: no wait needed to reveal it."""
+        cdef Entry e = self._durable(self.o_kv.get(k))
+        if e is not None:
+            self.r_val = e.val
+            return e.num
+        raw = self.rtxn.get(k, None, self.db_kv)
+        if raw is None:
+            self.r_val = None
+            return 0
+        self.r_val = (<bytes>raw)[8:]
+        return unpack_i64(raw)
+
+    cdef int64_t durable_revision(self, bytes acc) except -1:
+        r = self.durable_revs.get(acc)
+        return self._stored_revision(acc) if r is None else r
+
+    cdef dict durable_prefix(self, bytes acc, bytes prefix):
+        """{record key: raw LMDB kv value (version + JSON)} of the live keys under
+        `prefix` in the durable state, in key order."""
+        cdef dict found = {}
+        cdef Entry e
+        cdef set mine
+        cur = self.rtxn.cursor(self.db_kv)
+        if cur.set_range(prefix):
+            for k, v in cur:
+                if not (<bytes>k).startswith(prefix):
+                    break
+                found[k] = v
+        mine = self.kv_by_acc.get(acc)
+        if mine:
+            changed = False
+            for k in mine:
+                if (<bytes>k).startswith(prefix):
+                    e = self._durable(self.o_kv.get(k))
+                    if e is None:
+                        continue
+                    changed = True
+                    if e.val is None:
+                        found.pop(k, None)
+                    else:
+                        found[k] = pack_i64(e.num) + <bytes>e.val
+            if changed:
+                found = dict(sorted(found.items()))
+        return found
 
     cdef int64_t start_revision(self, bytes acc) except -1:
         """The account's revision when this process first loaded it: the history of
@@ -149,49 +234,74 @@ cdef class Store:
         self.revision(acc)
         return self.start_revs[acc]
 
-    # ---- writes (all go through _entry + Batch.mark: the one after-write hook) -------
-    cdef inline Entry _entry(self, dict over, bytes k):
+    # ---- writes (all go through _entry: the one after-write hook) ----------------------
+    cdef inline Entry _entry(self, dict over, dict dirty, bytes k, Py_ssize_t size):
+        """The open batch's Entry for k (made on its first write of k this batch)."""
+        cdef Batch b = self.open_batch
         cdef Entry e = over.get(k)
-        if e is None:
-            e = Entry.__new__(Entry)
-            over[k] = e
-        e.seq = self.open_batch.seq
-        return e
+        cdef Entry n
+        if e is not None and e.seq == b.seq:
+            return e
+        n = Entry.__new__(Entry)
+        n.seq = b.seq
+        n.prev = e
+        over[k] = n
+        dirty[k] = n
+        b.count(k, size)
+        return n
 
-    cdef void kv_write(self, bytes k, object val, int64_t ver):
-        cdef Entry e = self._entry(self.o_kv, k)
+    cdef void kv_write(self, bytes acc, bytes k, object val, int64_t ver):
+        cdef Entry e
+        cdef set mine
+        if k not in self.o_kv:
+            mine = self.kv_by_acc.get(acc)
+            if mine is None:
+                mine = self.kv_by_acc[acc] = set()
+            mine.add(k)
+        e = self._entry(self.o_kv, self.open_batch.kv, k, 0 if val is None else PyBytes_GET_SIZE(val))
         e.val = val
         e.num = ver
-        self.open_batch.mark(self.open_batch.kv, k, 0 if val is None else PyBytes_GET_SIZE(val))
 
     cdef void ctr_write(self, bytes k, int64_t v):
-        self._entry(self.o_ctr, k).num = v
-        self.open_batch.mark(self.open_batch.ctr, k, 8)
+        self._entry(self.o_ctr, self.open_batch.ctr, k, 8).num = v
 
     cdef void seq_write(self, bytes k, int64_t v):
-        self._entry(self.o_seq, k).num = v
-        self.open_batch.mark(self.open_batch.sq, k, 8)
+        self._entry(self.o_seq, self.open_batch.sq, k, 8).num = v
 
     cdef void idem_write(self, bytes k, double expiry):
-        self._entry(self.o_idem, k).f = expiry
-        self.open_batch.mark(self.open_batch.idem, k, 24)
+        self._entry(self.o_idem, self.open_batch.idem, k, 24).f = expiry
 
     cdef int64_t bump_revision(self, bytes acc) except -1:
         cdef int64_t r = self.revision(acc) + 1
         self.revs[acc] = r
-        self.open_batch.mark(self.open_batch.revs, acc, 8)
+        if acc not in self.open_batch.revs:
+            self.open_batch.count(acc, 8)
+        self.open_batch.revs[acc] = r
         return r
 
     cdef inline int64_t write_seq(self):
         return self.open_batch.seq
 
+    cdef int64_t pending_bytes(self):
+        """What the writes not yet in LMDB may add to its pages in use."""
+        cdef int64_t data = self.unapplied_data + self.open_batch.est_data
+        if self.inflight is not None:
+            data += self.inflight.est_data
+        return data
+
+    cdef int64_t checkpoint_bytes(self):
+        """Map space a checkpoint of everything pending may need: the records, plus
+        copies of the pages it rewrites (up to 3 per record, at most the whole tree),
+        which stay allocated until it commits."""
+        cdef int64_t data = self.pending_bytes()
+        cdef int64_t keys = self.unapplied_keys + self.open_batch.nkeys
+        if self.inflight is not None:
+            keys += self.inflight.nkeys
+        return data + min(keys * PAGE_COPY_BYTES, self.used_bytes + data)
+
     cdef bint has_room(self):
         """False when the writes already queued could push LMDB past its maximum."""
-        cdef int64_t pending = self.open_batch.est_bytes
-        if self.inflight is not None:
-            pending += self.inflight.est_bytes
-        return self.used_bytes + pending + STORAGE_HEADROOM <= self.max_bytes
-
+        return self.used_bytes + self.pending_bytes() + STORAGE_HEADROOM <= self.max_bytes
     # ---- batches -----------------------------------------------------------------------
     cdef Batch batch_for(self, int64_t seq):
         if self.inflight is not None and self.inflight.seq == seq:
@@ -209,8 +319,7 @@ cdef class Store:
         if b.kv:
             puts = []
             dels = []
-            for k in b.kv:
-                e = self.o_kv[k]
+            for k, e in b.kv.items():
                 if e.val is None:
                     dels.append(k)
                 else:
@@ -219,26 +328,24 @@ cdef class Store:
         if b.ctr:
             puts = []
             dels = []
-            for k in b.ctr:
-                e = self.o_ctr[k]
+            for k, e in b.ctr.items():
                 if e.num == 0:
                     dels.append(k)      # a counter at 0 is the same as no counter
                 else:
                     puts.append((k, pack_i64(e.num)))
             ops.append((b"counter", puts, dels))
         if b.sq:
-            ops.append((b"seq", [(k, pack_i64((<Entry>self.o_seq[k]).num)) for k in b.sq], []))
+            ops.append((b"seq", [(k, pack_i64((<Entry>e).num)) for k, e in b.sq.items()], []))
         if b.idem:
             puts = []
             xputs = []
-            for k in b.idem:
-                e = self.o_idem[k]
+            for k, e in b.idem.items():
                 puts.append((k, pack_f64be(e.f)))
                 xputs.append((pack_f64be(e.f) + k, b""))
             ops.append((b"idem", puts, []))
             ops.append((b"idemexp", sorted(xputs), []))
         if b.revs:
-            ops.append((b"meta", [(b"rev\0" + <bytes>a, pack_i64(self.revs[a])) for a in b.revs], []))
+            ops.append((b"meta", [(b"rev\0" + <bytes>a, pack_i64(r)) for a, r in b.revs.items()], []))
         return ops
 
     cdef Batch take_open(self):
@@ -248,42 +355,93 @@ cdef class Store:
         self.open_batch = Batch(b.seq + 1)
         return b
 
-    cdef void _purge(self, dict dirty, dict over, int64_t seq):
-        cdef Entry e
-        for k in dirty:
-            e = over.get(k)
-            if e is not None and e.seq == seq:
-                del over[k]
+    cdef bint _trim(self, dict over, bytes k, int64_t seq):
+        """Drop k's Entries of batches up to `seq` (now in LMDB); True if none is left."""
+        cdef Entry e = over.get(k)
+        if e is None:
+            return False
+        if e.seq <= seq:
+            del over[k]
+            return True
+        while e.prev is not None and e.prev.seq > seq:
+            e = e.prev
+        e.prev = None
+        return False
 
-    cdef Batch committed(self, int64_t used):
-        """The in-flight batch is durable: renew reads, drop its overlay entries."""
+    cdef void _purge(self, dict dirty, dict over, int64_t seq):
+        for k in dirty:
+            self._trim(over, k, seq)
+
+    cdef void _purge_kv(self, dict dirty, int64_t seq):
+        cdef set mine
+        for k in dirty:
+            if self._trim(self.o_kv, k, seq):
+                acc = (<bytes>k)[:(<bytes>k).index(b"\0")]
+                mine = self.kv_by_acc.get(acc)
+                if mine is not None:
+                    mine.discard(k)
+                    if not mine:
+                        del self.kv_by_acc[acc]
+
+    cdef Batch durable(self):
+        """The in-flight batch is in the write-ahead log: its answers may go out; its
+        overlay entries stay until a checkpoint."""
         cdef Batch b = self.inflight
         self.inflight = None
-        self._renew_reads()
-        self._purge(b.kv, self.o_kv, b.seq)
-        self._purge(b.ctr, self.o_ctr, b.seq)
-        self._purge(b.sq, self.o_seq, b.seq)
-        self._purge(b.idem, self.o_idem, b.seq)
         self.durable_seq = b.seq
-        self.set_used(used)
+        if b.revs:
+            self.durable_revs.update(b.revs)
+        if not self.unapplied:
+            self.unapplied_since = mono_now()
+        self.unapplied.append(b)
+        self.unapplied_data += b.est_data
+        self.unapplied_keys += b.nkeys
+        self.unapplied_reqs += b.nreq
         return b
+
+    cdef void applied(self, int64_t seq, int64_t used):
+        """A checkpoint put every batch up to `seq` into LMDB: renew reads, then drop
+        the overlay entries those batches wrote (unless a later batch rewrote them)."""
+        cdef Batch b
+        cdef list keep = []
+        self._renew_reads()
+        for b in self.unapplied:
+            if b.seq > seq:
+                keep.append(b)
+                continue
+            if b.kv:
+                self._purge_kv(b.kv, seq)
+            self._purge(b.ctr, self.o_ctr, seq)
+            self._purge(b.sq, self.o_seq, seq)
+            self._purge(b.idem, self.o_idem, seq)
+            self.unapplied_data -= b.est_data
+            self.unapplied_keys -= b.nkeys
+            self.unapplied_reqs -= b.nreq
+        self.unapplied = keep
+        if keep:
+            self.unapplied_since = mono_now()
+        self.set_used(used)
 
     cdef void set_used(self, int64_t used):
         if used > 0:
             self.used_bytes = used
-        self.full = self.used_bytes + STORAGE_HEADROOM > self.max_bytes
 
     cdef list failed(self):
-        """The in-flight batch could not be committed: forget every uncommitted write
-        (the in-flight and the open batch both build on it) and return both batches so
-        their waiting responses can be answered with the error."""
+        """The in-flight batch could not be logged, and LMDB now holds every durable
+        batch (Storage.settle): forget the overlay (the in-flight and the open batch
+        both build on the failed one) and return both batches so their waiting
+        responses can be answered with the error."""
         cdef Batch a = self.inflight, b = self.open_batch
         self.inflight = None
         self.o_kv.clear()
         self.o_ctr.clear()
         self.o_seq.clear()
         self.o_idem.clear()
+        self.kv_by_acc.clear()
         self.revs.clear()
+        self.durable_revs.clear()
+        self.unapplied = []
+        self.unapplied_data = self.unapplied_keys = self.unapplied_reqs = 0
         self._renew_reads()
         self.open_batch = Batch(b.seq + 1)
         self.durable_seq = b.seq      # nothing of a or b will ever be committed

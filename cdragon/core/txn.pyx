@@ -319,7 +319,7 @@ cdef int run_txn(Txn t, Store st, Server srv) except -1:
         rev = st.bump_revision(t.acc)
     for op in t.kvset:
         if op.writes:
-            st.kv_write(op.k, op.val, 0 if op.val is None else rev)
+            st.kv_write(t.acc, op.k, op.val, 0 if op.val is None else rev)
             if op.val is None:
                 srv.watches.deleted(t.acc, op.k, rev)
         op.res = 0 if op.val is None else rev

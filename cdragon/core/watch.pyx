@@ -1,8 +1,8 @@
 # Watch: long-poll watchers of one key or of a key prefix. Exact keys sit in a map
 # key -> set of watchers; prefixes in a per-account map prefix -> set. A committed batch
-# wakes only the watchers of keys it wrote, with the state read from the durable LMDB
-# snapshot (never the overlay), serialised once and written as the same bytes to every
-# waiting transport. Timeouts use the shared Deadlines heap.
+# wakes only the watchers of keys it wrote, with the durable state (Store.durable_*:
+# never a write still waiting for its batch), serialised once and written as the same
+# bytes to every waiting transport. Timeouts use the shared Deadlines heap.
 #
 # Delete markers for prefix watches are kept in memory for `delete_retention` seconds;
 # after a restart the history starts at the revision found on disk, and a watch from an
@@ -78,8 +78,7 @@ cdef class WatchHub:
 
     # ---- reads of the durable snapshot -------------------------------------------------
     cdef int64_t _durable_rev(self, bytes acc) except -1:
-        raw = self.srv.store.rtxn.get(b"rev\0" + acc, None, self.srv.store.db_meta)
-        return 0 if raw is None else unpack_i64(raw)
+        return self.srv.store.durable_revision(acc)
 
     cdef bytes _key_body(self, bytes kj, int64_t ver, object val):
         if ver == 0:
@@ -94,14 +93,10 @@ cdef class WatchHub:
         cdef Py_ssize_t skip = len(acc) + 1
         cdef int64_t ver, rev = self._durable_rev(acc)
         cdef AccountHistory h
-        cur = st.rtxn.cursor(st.db_kv)
-        if cur.set_range(prefix):
-            for k, v in cur:
-                if not (<bytes>k).startswith(prefix):
-                    break
-                ver = unpack_i64(v)
-                if ver > since:
-                    found[k] = b'{"Key":%s,"Value":%s,"Version":%d}' % (json_str((<bytes>k)[skip:]), (<bytes>v)[8:], ver)
+        for k, v in st.durable_prefix(acc, prefix).items():
+            ver = unpack_i64(v)
+            if ver > since:
+                found[k] = b'{"Key":%s,"Value":%s,"Version":%d}' % (json_str((<bytes>k)[skip:]), (<bytes>v)[8:], ver)
         h = self.history.get(acc)
         if h is not None:
             last_delete = {}
@@ -296,9 +291,8 @@ cdef class WatchHub:
         for k in b.kv:
             group = self.keys.get(k)
             if group:
-                raw = st.rtxn.get(k, None, st.db_kv)
-                ver = 0 if raw is None else unpack_i64(raw)
-                self._wake_key(k, group, ver, None if raw is None else (<bytes>raw)[8:])
+                ver = st.durable_kv(k)
+                self._wake_key(k, group, ver, st.r_val)
         if self.prefixes:
             for acc in b.revs:
                 groups = self.prefixes.get(acc)

@@ -1,0 +1,167 @@
+"""The write-ahead log: its files, its record format, appending and reading back.
+
+A batch is durable once its record is in the log and the log is fdatasync'd; LMDB is
+brought up to date later by a checkpoint (cdragon.storage). The log is a series of
+segment files `wal-<first record number>.log` in the data directory; a checkpoint
+starts a new segment and deletes the old ones once LMDB holds what they logged.
+
+Record: a 24-byte header (body length, CRC-32, record number, batch number; little
+endian) and the body. The CRC covers the record and batch numbers and the body, so a
+record torn by a crash (or any damage) reads as the end of the log. Body: for each
+database written, its index in `DB_NAMES`, the count of puts and of deletes, then each
+put (key length, value length, key, value) and each deleted key (length, key); the
+encoder is `_core.wal_body`, in Cython, because it runs for every batch.
+"""
+from __future__ import annotations
+
+import os
+import re
+import struct
+import zlib
+
+from cdragon._core import wal_body
+
+__all__ = ["wal_body", "WalWriter", "segments", "read_records", "decode_body", "DB_NAMES"]
+
+# the LMDB sub-databases, in the order the record body numbers them (never reorder)
+DB_NAMES = (b"kv", b"counter", b"seq", b"lock", b"idem", b"idemexp", b"meta")
+
+HEADER = struct.Struct("<IIQQ")      # body length, crc32, record number, batch number
+_NUMBERS = struct.Struct("<QQ")
+_GROUP = struct.Struct("<BII")       # database index, puts, deletes
+_PUT = struct.Struct("<HI")          # key length, value length
+_DEL = struct.Struct("<H")
+_SEGMENT = re.compile(r"^wal-(\d{16})\.log$")
+
+
+def _crc(lsn: int, seq: int, body) -> int:
+    return zlib.crc32(body, zlib.crc32(_NUMBERS.pack(lsn, seq)))
+
+
+def segment_path(directory: str, first_lsn: int) -> str:
+    return os.path.join(directory, f"wal-{first_lsn:016d}.log")
+
+
+def segments(directory: str) -> list[str]:
+    """The log's segment files, oldest first."""
+    found = []
+    for name in os.listdir(directory):
+        m = _SEGMENT.match(name)
+        if m:
+            found.append((int(m.group(1)), os.path.join(directory, name)))
+    return [p for _, p in sorted(found)]
+
+
+def fsync_dir(directory: str) -> None:
+    # a new or deleted file is only durable once its directory entry is
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_records(path: str):
+    """Yield (record number, batch number, body) for each intact record of a segment,
+    stopping at the end or at the first torn or damaged record."""
+    with open(path, "rb") as f:
+        data = f.read()
+    view = memoryview(data)
+    pos, end = 0, len(data)
+    while pos + HEADER.size <= end:
+        n, crc, lsn, seq = HEADER.unpack_from(data, pos)
+        body = view[pos + HEADER.size:pos + HEADER.size + n]
+        if len(body) < n or _crc(lsn, seq, body) != crc:
+            return
+        yield lsn, seq, bytes(body)
+        pos += HEADER.size + n
+
+
+def decode_body(body: bytes) -> list:
+    """The inverse of wal_body: [(db name, [(key, value)], [deleted key])]."""
+    ops = []
+    pos = 0
+    while pos < len(body):
+        idx, nput, ndel = _GROUP.unpack_from(body, pos)
+        pos += _GROUP.size
+        puts, dels = [], []
+        for _ in range(nput):
+            kl, vl = _PUT.unpack_from(body, pos)
+            pos += _PUT.size
+            puts.append((body[pos:pos + kl], body[pos + kl:pos + kl + vl]))
+            pos += kl + vl
+        for _ in range(ndel):
+            (kl,) = _DEL.unpack_from(body, pos)
+            pos += _DEL.size
+            dels.append(body[pos:pos + kl])
+            pos += kl
+        ops.append((DB_NAMES[idx], puts, dels))
+    return ops
+
+
+class WalWriter:
+    """Appends records to the current segment; used by the writer thread only."""
+
+    def __init__(self, directory: str, next_lsn: int):
+        self.dir = directory
+        self.lsn = next_lsn - 1          # the last record number written
+        self.fd = -1
+        self.path = ""
+        self.size = 0                    # bytes in the current segment
+        self.closed_segments: list[str] = []
+        self._open_segment()
+
+    def _open_segment(self) -> None:
+        self.path = segment_path(self.dir, self.lsn + 1)
+        self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        self.size = 0
+        fsync_dir(self.dir)
+
+    def append(self, seq: int, body: bytes) -> None:
+        """Write one record and fdatasync: when this returns, the batch is durable.
+        On an error the segment is cut back to its last whole record and the error
+        raised (the record is not in the log)."""
+        lsn = self.lsn + 1
+        head = HEADER.pack(len(body), _crc(lsn, seq, body), lsn, seq)
+        try:
+            want = len(head) + len(body)
+            done = os.writev(self.fd, (head, body))
+            if done < want:          # a short write (the disk filling up): finish it
+                rest = (head + body)[done:]
+                while rest:
+                    rest = rest[os.write(self.fd, rest):]
+            os.fdatasync(self.fd)
+        except OSError:
+            self._cut_back()
+            raise
+        self.size += want
+        self.lsn = lsn
+
+    def _cut_back(self) -> None:
+        try:
+            os.ftruncate(self.fd, self.size)
+            os.lseek(self.fd, self.size, os.SEEK_SET)
+            os.fdatasync(self.fd)
+        except OSError:
+            # the segment may end in a torn record: go on in a new one so that later
+            # records are never read after it (reading stops at a torn record)
+            self._roll()
+
+    def _roll(self) -> None:
+        os.close(self.fd)
+        self.closed_segments.append(self.path)
+        self._open_segment()
+
+    def rotate(self) -> list[str]:
+        """Close the current segment (if it holds anything) and start a new one; return
+        every closed segment not yet handed out: a checkpoint deletes them once LMDB
+        holds their records."""
+        if self.size:
+            self._roll()
+        out, self.closed_segments = self.closed_segments, []
+        return out
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
