@@ -39,6 +39,7 @@ SCHEMA_VERSION = 1
 _EXP = struct.Struct(">d")
 _I64 = struct.Struct("<q")
 _APPLIED = b"wal_applied"     # meta key: the last log record LMDB holds
+_APPLY_CHUNK = 2000           # puts per GIL hold in a checkpoint
 _CHECKPOINT = object()        # writer-queue command: hand what is logged to a checkpoint
 
 
@@ -47,14 +48,21 @@ class StorageError(Exception):
 
 
 def _merge(pending: dict, ops: list) -> None:
-    """Fold a batch's ops into pending {db name: {key: value, or None to delete}}."""
+    """Fold a batch's ops into pending {db name: ({key: value}, {deleted key: None})}:
+    the newest operation on a key wins. Puts and deletes are kept apart so that a
+    checkpoint hands LMDB the puts without a Python loop over them."""
     for name, puts, dels in ops:
-        d = pending.get(name)
-        if d is None:
-            d = pending[name] = {}
+        pair = pending.get(name)
+        if pair is None:
+            pair = pending[name] = ({}, {})
+        pd, dd = pair
         for k in dels:
-            d[k] = None
-        d.update(puts)
+            pd.pop(k, None)
+            dd[k] = None
+        if dd:
+            for k, _ in puts:
+                dd.pop(k, None)
+        pd.update(puts)
 
 
 class Storage:
@@ -258,8 +266,8 @@ class Storage:
         seq, lsn = self._pending_seq, self.wal.lsn
         if retry is not None:
             older = retry[0]
-            for name, d in pending.items():
-                older.setdefault(name, {}).update(d)
+            for name, (pd, dd) in pending.items():
+                _merge(older, [(name, list(pd.items()), list(dd))])
             pending, segs = older, retry[3] + segs
             seq = max(seq, retry[1])
         return pending, seq, lsn, segs
@@ -298,19 +306,18 @@ class Storage:
     def _apply(self, pending: dict, lsn: int) -> None:
         dbs = self.dbs
         with self.env.begin(write=True) as txn:
-            for name, d in pending.items():
+            for name, (pd, dd) in pending.items():
                 db = dbs[name]
-                puts = []
-                for k, v in d.items():
-                    if v is None:
-                        txn.delete(k, db=db)
-                    else:
-                        puts.append((k, v))
-                if puts:
-                    # in key order: LMDB's cursor then often finds the next key on the
-                    # page it is already on instead of searching from the root
-                    puts.sort()
-                    txn.cursor(db).putmulti(puts)
+                cur = txn.cursor(db)
+                for k in dd:
+                    txn.delete(k, db=db)
+                puts = list(pd.items())
+                # Unsorted, in chunks: sorting first saves LMDB little, and a sort or a
+                # single putmulti of 100,000 items holds the GIL for tens of ms, which
+                # stalls the event loop; between chunks the loop gets its turn.
+                for i in range(0, len(puts), _APPLY_CHUNK):
+                    cur.putmulti(puts[i:i + _APPLY_CHUNK])
+                    time.sleep(0)
             now = time.time()
             if now >= self.next_sweep:
                 self._sweep_idempotency(txn, now)

@@ -148,6 +148,7 @@ cdef class Server:
             for cb in b.after:
                 cb()
             b.conns = b.after = None    # the batch now waits for a checkpoint: keep only its keys
+            self.store.purge_some(PURGE_PER_COMMIT)
             self._maybe_checkpoint()
         else:
             log.error("writing batch %d to the log failed: %s", seq, err)
@@ -245,6 +246,7 @@ cdef class Server:
         if due is not None:
             for c in due:
                 c.on_deadline()
+        self.store.purge_some(PURGE_PER_SWEEP)
         self._maybe_checkpoint()
         self.sweep_handle = self.loop.call_later(SWEEP_INTERVAL_MS / 1000.0, self._sweep)
 

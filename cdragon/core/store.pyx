@@ -85,6 +85,8 @@ cdef class Store:
     cdef Batch open_batch
     cdef Batch inflight
     cdef list unapplied                       # durable batches not yet in LMDB, oldest first
+    cdef object to_purge                      # deque of batches in LMDB, entries still here
+    cdef int64_t applied_seq                  # the last batch a checkpoint put into LMDB
     cdef readonly int64_t unapplied_data, unapplied_keys, unapplied_reqs
     cdef readonly double unapplied_since      # when the oldest of them became durable
     cdef readonly int64_t durable_seq
@@ -116,6 +118,8 @@ cdef class Store:
         self.unapplied = []
         self.unapplied_data = self.unapplied_keys = self.unapplied_reqs = 0
         self.unapplied_since = 0
+        self.to_purge = _deque()
+        self.applied_seq = 0
         self.wait_seq = 0
         self.max_bytes = max_bytes
         self.used_bytes = storage.used_bytes()
@@ -400,20 +404,19 @@ cdef class Store:
         return b
 
     cdef void applied(self, int64_t seq, int64_t used):
-        """A checkpoint put every batch up to `seq` into LMDB: renew reads, then drop
-        the overlay entries those batches wrote (unless a later batch rewrote them)."""
+        """A checkpoint put every batch up to `seq` into LMDB: renew reads, and queue
+        those batches' overlay entries to be dropped (purge_some, a bounded amount at
+        a time: a checkpoint covers up to ~100,000 keys, too many for one loop pass;
+        until then the overlay still answers with the same values LMDB holds)."""
         cdef Batch b
         cdef list keep = []
         self._renew_reads()
+        self.applied_seq = seq
         for b in self.unapplied:
             if b.seq > seq:
                 keep.append(b)
                 continue
-            if b.kv:
-                self._purge_kv(b.kv, seq)
-            self._purge(b.ctr, self.o_ctr, seq)
-            self._purge(b.sq, self.o_seq, seq)
-            self._purge(b.idem, self.o_idem, seq)
+            self.to_purge.append(b)
             self.unapplied_data -= b.est_data
             self.unapplied_keys -= b.nkeys
             self.unapplied_reqs -= b.nreq
@@ -421,6 +424,20 @@ cdef class Store:
         if keep:
             self.unapplied_since = mono_now()
         self.set_used(used)
+
+    cdef void purge_some(self, Py_ssize_t budget):
+        """Drop the overlay entries of applied batches, about `budget` keys' worth
+        (unless a later batch rewrote them)."""
+        cdef Batch b
+        cdef int64_t seq = self.applied_seq
+        while self.to_purge and budget > 0:
+            b = self.to_purge.popleft()
+            if b.kv:
+                self._purge_kv(b.kv, seq)
+            self._purge(b.ctr, self.o_ctr, seq)
+            self._purge(b.sq, self.o_seq, seq)
+            self._purge(b.idem, self.o_idem, seq)
+            budget -= b.nkeys + 1
 
     cdef void set_used(self, int64_t used):
         if used > 0:
@@ -440,6 +457,7 @@ cdef class Store:
         self.kv_by_acc.clear()
         self.revs.clear()
         self.durable_revs.clear()
+        self.to_purge.clear()
         self.unapplied = []
         self.unapplied_data = self.unapplied_keys = self.unapplied_reqs = 0
         self._renew_reads()
