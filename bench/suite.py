@@ -546,26 +546,24 @@ def redis_lock_pairs(port: int, secs: int, row: Row, prefix: str, log_path: Path
 
 # ============================================================================ one measurement
 
-def lmdb_txnid(data_dir: Path) -> int | None:
-    """The last committed LMDB write transaction id, read from the two meta pages of
-    data.mdb (cdragon commits one write transaction per batch). Read-only, no lock."""
-    try:
-        fd = os.open(data_dir / "data.mdb", os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        import struct
-        p0 = os.pread(fd, 4096, 0)
-        if len(p0) < 152 or struct.unpack_from("<I", p0, 16)[0] != 0xBEEFC0DE:
+def wal_lsn(data_dir: Path) -> int | None:
+    """The number of the last record in cdragon's write-ahead log: the server logs one
+    record per commit batch, numbered on across segments (cdragon/wal.py)."""
+    sys.path.insert(0, str(REPO))
+    from cdragon import wal
+    for _ in range(5):
+        paths = wal.segments(str(data_dir))
+        if not paths:
             return None
-        psize = struct.unpack_from("<I", p0, 40)[0]
-        p1 = os.pread(fd, 152, psize)
-        ids = [struct.unpack_from("<Q", p0, 144)[0]]
-        if len(p1) >= 152 and struct.unpack_from("<I", p1, 16)[0] == 0xBEEFC0DE:
-            ids.append(struct.unpack_from("<Q", p1, 144)[0])
-        return max(ids)
-    finally:
-        os.close(fd)
+        newest = paths[-1]
+        last = int(Path(newest).name[4:20]) - 1
+        try:
+            for lsn, _seq, _body in wal.read_records(newest):
+                last = lsn
+        except FileNotFoundError:      # a checkpoint deleted it meanwhile: look again
+            continue
+        return last
+    return None
 
 
 def etcd_lease(srv: Server) -> str:
@@ -652,7 +650,7 @@ def measure(system: str, row: Row, run_dir: Path, idx: int) -> dict:
             raise ValueError(system)
 
         # ---- the measured run, with CPU counters around it
-        txn0 = lmdb_txnid(srv.data) if system == "cdragon" else None
+        txn0 = wal_lsn(srv.data) if system == "cdragon" else None
         t0 = proc_ticks(srv.pid)
         o0 = others_ticks({srv.pid})
         s0, c0 = core_ticks(SERVER_CPU), core_ticks(CLIENT_CPU)
@@ -660,7 +658,7 @@ def measure(system: str, row: Row, run_dir: Path, idx: int) -> dict:
         s1, c1 = core_ticks(SERVER_CPU), core_ticks(CLIENT_CPU)
         o1 = others_ticks({srv.pid})
         t1 = proc_ticks(srv.pid)
-        txn1 = lmdb_txnid(srv.data) if system == "cdragon" else None
+        txn1 = wal_lsn(srv.data) if system == "cdragon" else None
         secs = res.get("duration_us", DURATION * 1e6) / 1e6 or DURATION
         rec.update(res)
         rec["alive"] = srv.alive()
@@ -897,8 +895,8 @@ def build_section(rows: list[Row], recs: list[dict], watch_recs: list[dict], met
                      f"| {ratio(cdv, ed.get('ops_rps') if usable(ed) else None) if row.group != 'add' else 'n/a'} "
                      f"| {ratio(cdreq, cereq)} | {row.ref_text or '—'} | {vs_go} |")
         L += ["", "Latency (p50 / p99, ms), conflicts, errors, server peak RSS (VmHWM of that row's process), "
-              "cdragon's average commit batch (writes answered ÷ LMDB write transactions committed during the "
-              "measured run, read from the meta pages of `data.mdb`), and how busy the two pinned cores were "
+              "cdragon's average commit batch (writes answered ÷ records its write-ahead log gained during the "
+              "measured run: one record, one fdatasync, per batch), and how busy the two pinned cores were "
               "(server core / load-generator core), and *other work*: the share of a core that went to neither the "
               "server nor the load generator process (other users of this shared machine, or kernel threads doing "
               "disk I/O; a measurement with ≥ 15 % is "

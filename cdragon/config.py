@@ -47,6 +47,8 @@ class Config:
     # storage: the LMDB map starts small and doubles up to max_storage_bytes
     max_storage_bytes: int = 2 * GIB
     initial_map_bytes: int = 64 * MIB
+    # seconds a durable write may wait in the write-ahead log before LMDB gets it
+    checkpoint_interval: float = 2.0
     # pipelined requests in flight on one connection before we stop reading it
     max_pipeline: int = 128
 

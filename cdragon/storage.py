@@ -21,6 +21,7 @@ transaction of the process is open.
 """
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import queue
@@ -105,6 +106,10 @@ class Storage:
         self._ck_idle = threading.Event()   # set while the checkpoint thread waits for work
         self._ck_idle.set()
         self._threads: list[threading.Thread] = []
+        # Test hook: CDRAGON_TEST_FAIL_LOG_WRITES="5,9" makes the 5th and 9th log writes
+        # of this process fail (EIO), to exercise recovery from a failed write.
+        self._fail_writes = {int(n) for n in os.environ.get("CDRAGON_TEST_FAIL_LOG_WRITES", "").split(",") if n}
+        self._writes = 0
         self._loop = None
         self._done = self._applied = None
 
@@ -246,6 +251,9 @@ class Storage:
             seq, ops = item
             err = None
             try:
+                self._writes += 1
+                if self._writes in self._fail_writes:
+                    raise OSError(errno.EIO, "log write failed (CDRAGON_TEST_FAIL_LOG_WRITES)")
                 self.wal.append(seq, wal.wal_body(ops))
             except Exception as e:  # reported to the loop; the batch is answered 500
                 err = f"{type(e).__name__}: {e}"

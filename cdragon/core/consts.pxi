@@ -5,12 +5,11 @@ cdef enum:
     MAX_ACCOUNT_LEN = 64
     LMDB_NODE_MAX = 2038          # larger nodes go to overflow pages (4 KB pages)
     PAGE_COPY_BYTES = 12288       # pages a checkpoint may copy per record written (3)
-    CHECKPOINT_RECORDS = 100000   # checkpoint once this many records wait for LMDB ...
+    CHECKPOINT_RECORDS = 100000   # checkpoint once this many records wait for LMDB
     PURGE_PER_COMMIT = 2000       # overlay keys dropped after each commit (once in LMDB)
-    PURGE_PER_SWEEP = 50000       # ... and at each sweep (every 250 ms)
+    PURGE_PER_SWEEP = 50000       # ... and at each deadline sweep (every 250 ms)
     SWEEP_INTERVAL_MS = 250       # connection deadline sweep period
     STORAGE_HEADROOM = 1048576    # bytes kept free below max_storage_bytes for deletes
-cdef double CHECKPOINT_SECONDS = 2.0   # ... or once the oldest has waited this long
 
 # time deadline kinds of a connection
 cdef enum:

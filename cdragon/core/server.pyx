@@ -2,7 +2,7 @@
 # the Store, the lock table, the watch hub — and drives group commit: it hands the open
 # batch to the writer thread when the writer is idle, and on "batch N durable" releases
 # that batch's answers, lock grants and watch wake-ups. It also decides when LMDB
-# catches up with the write-ahead log (a checkpoint: every CHECKPOINT_SECONDS, or
+# catches up with the write-ahead log (a checkpoint: every checkpoint_interval, or
 # sooner when much is waiting), and runs the deadline sweep and the shutdown steps.
 # Never writes LMDB itself, and blocks the loop only to recover from a failed log write.
 
@@ -35,7 +35,7 @@ cdef class Server:
     cdef readonly Py_ssize_t max_seq_count, max_pipeline, max_connections
     cdef readonly Py_ssize_t max_waiters_per_key, max_waiters, max_watchers_per_key, max_watchers
     cdef readonly double max_lock_dur, max_lock_wait, max_watch_timeout, idempotency_ttl
-    cdef readonly double header_timeout, body_timeout, idle_timeout
+    cdef readonly double header_timeout, body_timeout, idle_timeout, checkpoint_interval
     # counters for tests and metrics
     cdef readonly int64_t commits, committed_requests, checkpoints
 
@@ -68,6 +68,7 @@ cdef class Server:
         self.header_timeout = cfg.header_timeout
         self.body_timeout = cfg.body_timeout
         self.idle_timeout = cfg.idle_timeout
+        self.checkpoint_interval = cfg.checkpoint_interval
         self.deadlines = Deadlines(loop)
         self.locks = LockTable(self, self.deadlines)
         self.watches = WatchHub(self, self.deadlines)
@@ -168,7 +169,7 @@ cdef class Server:
             return
         if not (self.shutting_down
                 or st.unapplied_keys >= CHECKPOINT_RECORDS
-                or now - st.unapplied_since >= CHECKPOINT_SECONDS
+                or now - st.unapplied_since >= self.checkpoint_interval
                 or st.pending_bytes() * 4 >= st.max_bytes - st.used_bytes):
             return
         self._checkpoint()

@@ -1,0 +1,255 @@
+"""The write-ahead log and checkpoints (cdragon/wal.py, cdragon/storage.py): the record
+format, replay at start-up (including a torn tail and records LMDB already holds),
+checkpoints moving the data into LMDB, a clean stop leaving no log, and recovery from
+a failed log write while the server keeps serving.
+"""
+from __future__ import annotations
+
+import struct
+import time
+from pathlib import Path
+
+import lmdb
+import pytest
+
+from cdragon import wal
+from cdragon.storage import Storage
+from helpers import assert_error, unique_account
+
+NO_CHECKPOINT = {"CDRAGON_CHECKPOINT_INTERVAL": 3600}   # everything stays in the log
+
+
+def log_files(data_dir) -> list[Path]:
+    return [Path(p) for p in wal.segments(str(data_dir))]
+
+
+def log_bytes(data_dir) -> int:
+    return sum(p.stat().st_size for p in log_files(data_dir))
+
+
+# ---- the record format ------------------------------------------------------------------
+
+OPS = [
+    (b"kv", [(b"a\0k1", b"\x01" + b"\0" * 7 + b'"v"'), (b"a\0\xff\0", b"")], [b"a\0gone"]),
+    (b"counter", [], [b"a\0zero"]),
+    (b"meta", [(b"rev\0a", struct.pack("<q", 7))], []),
+    (b"idemexp", [(b"x" * 300, b"")], []),
+]
+
+
+def test_body_round_trip():
+    body = wal.wal_body(OPS)
+    assert isinstance(body, bytes)
+    assert wal.decode_body(body) == OPS
+    assert wal.decode_body(wal.wal_body([])) == []
+
+
+def test_body_rejects_an_unknown_database():
+    with pytest.raises(KeyError):
+        wal.wal_body([(b"nope", [], [])])
+
+
+def test_records_read_back_and_stop_at_damage(tmp_path):
+    w = wal.WalWriter(str(tmp_path), 1)
+    for seq in (10, 11, 12):
+        w.append(seq, wal.wal_body([(b"kv", [(b"k%d" % seq, b"v")], [])]))
+    w.close()
+    [path] = log_files(tmp_path)
+    assert path.name == "wal-0000000000000001.log"
+    recs = list(wal.read_records(str(path)))
+    assert [(lsn, seq) for lsn, seq, _ in recs] == [(1, 10), (2, 11), (3, 12)]
+    assert wal.decode_body(recs[1][2]) == [(b"kv", [(b"k11", b"v")], [])]
+    data = path.read_bytes()
+    # a torn last record (the crash came mid-write): the first two are intact
+    path.write_bytes(data[:-3])
+    assert [lsn for lsn, _, _ in wal.read_records(str(path))] == [1, 2]
+    # one flipped byte in the second record's body: reading stops before it
+    second = len(data) // 3 + wal.HEADER.size + 2     # the three records are the same size
+    broken = bytearray(data)
+    broken[second] ^= 0xFF
+    path.write_bytes(bytes(broken))
+    assert [lsn for lsn, _, _ in wal.read_records(str(path))] == [1]
+
+
+def test_rotate_starts_a_new_segment(tmp_path):
+    w = wal.WalWriter(str(tmp_path), 5)
+    assert w.rotate() == []                      # nothing written: nothing to hand out
+    w.append(1, wal.wal_body([]))
+    old = w.rotate()
+    assert [Path(p).name for p in old] == ["wal-0000000000000005.log"]
+    w.append(2, wal.wal_body([]))
+    w.close()
+    assert [p.name for p in log_files(tmp_path)] == ["wal-0000000000000005.log", "wal-0000000000000006.log"]
+
+
+def _lmdb_value(data_dir, db: bytes, key: bytes):
+    env = lmdb.open(str(data_dir), max_dbs=16, readonly=True, lock=False)
+    try:
+        with env.begin() as txn:
+            return txn.get(key, db=env.open_db(db, txn=txn, create=False))
+    finally:
+        env.close()
+
+
+def test_replay_applies_the_log_once(tmp_path):
+    d = tmp_path / "data"
+    Storage(str(d), 1 << 20, 1 << 30).close()
+    w = wal.WalWriter(str(d), 1)
+    w.append(1, wal.wal_body([(b"counter", [(b"a\0c", struct.pack("<q", 1))], [])]))
+    w.append(2, wal.wal_body([(b"counter", [(b"a\0c", struct.pack("<q", 2)), (b"a\0d", struct.pack("<q", 9))], [])]))
+    w.append(3, wal.wal_body([(b"counter", [], [b"a\0d"])]))
+    w.close()
+    st = Storage(str(d), 1 << 20, 1 << 30)
+    assert st.applied_lsn == 3
+    # replayed into LMDB and dropped; the log goes on in a new, empty segment
+    assert [(p.name, p.stat().st_size) for p in log_files(d)] == [("wal-0000000000000004.log", 0)]
+    st.close()
+    assert _lmdb_value(d, b"counter", b"a\0c") == struct.pack("<q", 2)
+    assert _lmdb_value(d, b"counter", b"a\0d") is None
+    # a segment whose records LMDB already holds (a crash between a checkpoint's commit
+    # and the deletion of its segments) is skipped, not applied again
+    w = wal.WalWriter(str(d), 2)
+    w.append(2, wal.wal_body([(b"counter", [(b"a\0c", struct.pack("<q", 77))], [])]))
+    w.close()
+    st = Storage(str(d), 1 << 20, 1 << 30)
+    assert st.applied_lsn == 3
+    st.close()
+    assert _lmdb_value(d, b"counter", b"a\0c") == struct.pack("<q", 2)
+
+
+# ---- the server ------------------------------------------------------------------------------
+
+def _write_everything(c, acc):
+    c.db_ok(acc, {"KVSet": [{"Key": "k", "Value": {"n": 1}}, {"Key": "d", "Value": 0}]})
+    c.db_ok(acc, {"KVSet": [{"Key": "d", "Delete": True}], "Atomic": [{"Key": "c", "Add": 5}],
+                  "Seq": [{"Key": "s", "Count": 3}], "IdempotencyIDs": ["once"]})
+    assert c.db_ok(acc, {"LockID": "L", "LockDur": 600})["Lock"] > 0
+
+
+def _check_everything(c, acc):
+    assert c.kv(acc, "k") == {"Key": "k", "Value": {"n": 1}, "Version": 1}
+    assert c.kv(acc, "d") == {"Key": "d", "Version": 0}
+    assert c.counter(acc, "c") == 5
+    assert c.db_ok(acc, {"Seq": [{"Key": "s"}]})["Seq"][0]["Value"] == 4
+    assert_error(c.db(acc, {"IdempotencyIDs": ["once"]}), 409, "duplicate_request")
+    assert_error(c.db(acc, {"LockID": "L"}), 409, "locked")
+
+
+def _server_holding_everything(server_factory, name: str):
+    """A server that never checkpoints, after _write_everything: (server, account)."""
+    srv = server_factory(env=NO_CHECKPOINT)
+    acc = unique_account(name)
+    c = srv.client()
+    _write_everything(c, acc)
+    c.close()
+    return srv, acc
+
+
+def test_sigkill_with_everything_in_the_log_loses_nothing(server_factory):
+    srv, acc = _server_holding_everything(server_factory, "wal")
+    assert log_bytes(srv.data_dir) > 0
+    srv.restart(hard=True)
+    c = srv.client()
+    _check_everything(c, acc)
+    c.close()
+    # start-up put the log into LMDB: with the log gone, it is all still there
+    srv.kill()
+    for p in log_files(srv.data_dir):
+        p.unlink()
+    srv.start()
+    c = srv.client()
+    assert c.kv(acc, "k") == {"Key": "k", "Value": {"n": 1}, "Version": 1}
+    assert c.counter(acc, "c") == 5
+    assert_error(c.db(acc, {"LockID": "L"}), 409, "locked")
+    c.close()
+
+
+def test_a_checkpoint_puts_the_log_into_lmdb(server_factory):
+    srv = server_factory(env={"CDRAGON_CHECKPOINT_INTERVAL": 0.05})
+    acc = unique_account("ckpt")
+    c = srv.client()
+    for i in range(20):
+        c.db_ok(acc, {"KVSet": [{"Key": f"k{i}", "Value": i}], "Atomic": [{"Key": "n", "Add": 1}]})
+    c.close()
+    # once the checkpoint has run, the old segments are gone and the new one is empty
+    wait_until(lambda: log_bytes(srv.data_dir) == 0, "a checkpoint to empty the log")
+    srv.kill()
+    for p in log_files(srv.data_dir):
+        p.unlink()
+    srv.start()
+    c = srv.client()
+    assert c.counter(acc, "n") == 20
+    assert [c.kv(acc, f"k{i}")["Value"] for i in range(20)] == list(range(20))
+    c.close()
+
+
+def wait_until(cond, what: str, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_torn_log_tail_is_ignored(server_factory):
+    srv = server_factory(env=NO_CHECKPOINT)
+    acc = unique_account("torn")
+    c = srv.client()
+    c.db_ok(acc, {"KVSet": [{"Key": "a", "Value": "acked"}]})
+    c.close()
+    srv.kill()
+    newest = log_files(srv.data_dir)[-1]
+    with open(newest, "ab") as f:     # a record the crash cut short: header, half a body
+        f.write(wal.HEADER.pack(100, 0, 99, 99) + b"x" * 40)
+    srv.start()
+    c = srv.client()
+    assert c.kv(acc, "a") == {"Key": "a", "Value": "acked", "Version": 1}
+    c.db_ok(acc, {"KVSet": [{"Key": "b", "Value": "after"}]})
+    c.close()
+    srv.restart(hard=True)
+    c = srv.client()
+    assert c.kv(acc, "a")["Value"] == "acked"
+    assert c.kv(acc, "b") == {"Key": "b", "Value": "after", "Version": 2}
+    c.close()
+
+
+def test_a_clean_stop_leaves_no_log(server_factory):
+    srv, acc = _server_holding_everything(server_factory, "stop")
+    assert srv.terminate() == 0
+    assert log_files(srv.data_dir) == []
+    srv.start()
+    c = srv.client()
+    _check_everything(c, acc)
+    c.close()
+
+
+def test_a_failed_log_write_fails_that_request_only(server_factory):
+    # the 6th log write fails: requests 1-5 are durable but only in the log (no
+    # checkpoint), so recovery has to put them into LMDB before dropping the overlay
+    srv = server_factory(env=dict(NO_CHECKPOINT, CDRAGON_TEST_FAIL_LOG_WRITES="6"))
+    acc = unique_account("fail")
+    c = srv.client()
+    assert "Lock" in c.db_ok(acc, {"LockID": "L", "LockDur": 600})          # write 1
+    c.db_ok(acc, {"KVSet": [{"Key": "k", "Value": "before"}]})              # write 2
+    statuses = []
+    for i in range(8):                                                      # writes 3-10
+        r = c.db(acc, {"Atomic": [{"Key": "n", "Add": 1}], "KVSet": [{"Key": "k", "Value": f"v{i}"}]})
+        statuses.append(r.status)
+        if r.status != 200:
+            assert_error(r, 500, "internal")
+    assert statuses == [200, 200, 200, 500, 200, 200, 200, 200]
+
+    def check(c):
+        assert c.counter(acc, "n") == 7
+        # the failed request's revision was never used: versions 2, 3, 4, then 5..8
+        assert c.kv(acc, "k") == {"Key": "k", "Value": "v7", "Version": 8}
+        assert_error(c.db(acc, {"LockID": "L"}), 409, "locked")
+
+    check(c)
+    c.close()
+    srv.assert_alive()
+    srv.restart(hard=True)
+    c = srv.client()
+    check(c)
+    c.close()
