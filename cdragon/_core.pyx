@@ -6,7 +6,7 @@ http (protocol) -> routes (router) -> resources / txn (handlers) -> store (overl
 batches) -> server (group commit with the writer thread in cdragon.storage).
 """
 cimport cython
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memcmp
 from libc.stdint cimport int64_t, uint64_t, INT64_MAX, INT64_MIN
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC, CLOCK_REALTIME
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
@@ -25,6 +25,7 @@ include "core/codec.pyx"
 include "core/respond.pyx"
 include "core/store.pyx"
 include "core/txn.pyx"
+include "core/fastpath.pyx"
 include "core/deadlines.pyx"
 include "core/http.pyx"
 include "core/routes.pyx"

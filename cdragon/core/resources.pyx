@@ -18,7 +18,9 @@ cdef int64_t commit_seq(Server srv, bint wrote):
 
 
 cdef int handle_db(Server srv, Request r) except -1:
-    cdef Txn t = parse_txn(r.acc, parse_json(r.body), srv)
+    cdef Txn t = fast_txn(r.acc, r.body, srv.max_value_bytes, srv.max_ops)
+    if t is None:
+        t = parse_txn(r.acc, parse_json(r.body), srv)
     if t.lock_id is not None or t.unlock_id is not None:
         return srv.locks.begin(srv, r, t)
     cdef bint wrote = run_txn(t, srv.store, srv)
