@@ -62,6 +62,19 @@ cdef inline Py_ssize_t _fp_int(const unsigned char* p, Py_ssize_t i, Py_ssize_t 
     return i
 
 
+cdef inline int _fp_sep(const unsigned char* p, Py_ssize_t* i, Py_ssize_t n, unsigned char close) noexcept:
+    """After a member or an element: a comma -> 1 (i moves to the next token), `close`
+    -> 0 (i moves onto it), anything else -> -1."""
+    cdef Py_ssize_t j = _fp_ws(p, i[0], n)
+    if j < n and p[j] == b',':
+        i[0] = _fp_ws(p, j + 1, n)
+        return 1
+    if j < n and p[j] == close:
+        i[0] = j
+        return 0
+    return -1
+
+
 cdef inline bint _fp_is(const unsigned char* p, Py_ssize_t a, Py_ssize_t b, const char* word, Py_ssize_t wn) noexcept:
     return b - a == wn and memcmp(p + a, word, wn) == 0
 
@@ -87,7 +100,7 @@ cdef Txn fast_txn(bytes acc, bytes body, Py_ssize_t max_value_bytes, Py_ssize_t 
     """The Txn of a body of the shapes above, or None (then parse_txn decides)."""
     cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(body)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(body), i, j, fs, fe, ks, ke, vs, ve
-    cdef int kind
+    cdef int kind, sep
     cdef Txn t
     cdef Op op
     cdef list ops
@@ -180,13 +193,11 @@ cdef Txn fast_txn(bytes acc, bytes body, Py_ssize_t max_value_bytes, Py_ssize_t 
                 has_ver = True
             else:
                 return None
-            i = _fp_ws(p, i, n)
-            if i < n and p[i] == b',':
-                i = _fp_ws(p, i + 1, n)
-                continue
-            if i < n and p[i] == b'}':
+            sep = _fp_sep(p, &i, n, b'}')
+            if sep < 0:
+                return None
+            if sep == 0:
                 break
-            return None
         if not has_key:
             return None
         op = _fp_op(acc, p, ks, ke)
@@ -204,13 +215,12 @@ cdef Txn fast_txn(bytes acc, bytes body, Py_ssize_t max_value_bytes, Py_ssize_t 
             op.n = ver
             op.has_ver = has_ver
         ops.append(op)
-        i = _fp_ws(p, i + 1, n)
-        if i < n and p[i] == b',':
-            i = _fp_ws(p, i + 1, n)
-            continue
-        if i < n and p[i] == b']':
+        i += 1
+        sep = _fp_sep(p, &i, n, b']')
+        if sep < 0:
+            return None
+        if sep == 0:
             break
-        return None
     i = _fp_ws(p, i + 1, n)
     if i >= n or p[i] != b'}' or _fp_ws(p, i + 1, n) != n:
         return None
