@@ -30,20 +30,40 @@ for _st in STATUS_TEXT:
 cdef list _LENGTHS = [b"%d" % _n for _n in range(4096)]
 
 
+cdef bytes _TAIL = b"\r\n\r\n"
+cdef bytes _TAIL_CLOSE = b"\r\nConnection: close\r\n\r\n"
+cdef bytes _OK_JSON = _PREFIX_JSON[200]
+
+
+cdef inline char* _put(char* w, bytes b) noexcept:
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(b)
+    memcpy(w, PyBytes_AS_STRING(b), n)
+    return w + n
+
+
 cdef bytes frame(int status, bytes body, bint close=False, bint head=False,
                  bint text=False, bytes extra=None):
     """A whole HTTP/1.1 response. `extra` is raw header lines ending in CRLF."""
-    cdef bytes prefix = (<dict>(_PREFIX_TEXT if text else _PREFIX_JSON)).get(status)
+    cdef bytes prefix = _OK_JSON if status == 200 and not text else (
+        <dict>(_PREFIX_TEXT if text else _PREFIX_JSON)).get(status)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(body)
-    cdef bytes tail
+    cdef bytes tail, digits, out
+    cdef char* w
     if prefix is None:
         prefix = _prefix(status, CT_TEXT if text else CT_JSON)
     if extra is None:
-        tail = b"\r\nConnection: close\r\n\r\n" if close else b"\r\n\r\n"
+        tail = _TAIL_CLOSE if close else _TAIL
     else:
         tail = (b"\r\nConnection: close\r\n" if close else b"\r\n") + extra + b"\r\n"
-    return b"".join((prefix, <bytes>_LENGTHS[n] if n < 4096 else b"%d" % n, tail,
-                     b"" if head else body))
+    digits = <bytes>_LENGTHS[n] if n < 4096 else b"%d" % n
+    if head:
+        n = 0
+    # one allocation, four copies: this runs for every answer
+    out = PyBytes_FromStringAndSize(NULL, PyBytes_GET_SIZE(prefix) + PyBytes_GET_SIZE(digits)
+                                    + PyBytes_GET_SIZE(tail) + n)
+    w = _put(_put(_put(PyBytes_AS_STRING(out), prefix), digits), tail)
+    memcpy(w, PyBytes_AS_STRING(body), n)
+    return out
 
 
 class ApiError(Exception):
