@@ -127,9 +127,12 @@ cdef Txn fast_txn(bytes acc, bytes body, Py_ssize_t max_value_bytes, Py_ssize_t 
     i = _fp_ws(p, i + 1, n)
     if i >= n or p[i] != b'[':
         return None
-    t = Txn.__new__(Txn)
-    t.acc = acc
-    ops = t.atomic if kind == FP_ATOMIC else t.kvset
+    ops = []
+    t = new_txn(acc, ops)
+    if kind == FP_ATOMIC:
+        t.atomic = ops
+    else:
+        t.kvset = ops
     i = _fp_ws(p, i + 1, n)
     while True:                                   # the entries
         if i >= n or p[i] != b'{':

@@ -24,6 +24,20 @@ cdef bytes _no_upgrade(bytes data):
     return _UPGRADE_HEADER.sub(b"Xpgrade:", data)
 
 
+cdef int64_t _digits(bytes b) noexcept:
+    """A non-negative decimal of at most 18 digits, or -1."""
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(b)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(b), i
+    cdef int64_t v = 0
+    if n < 1 or n > 18:
+        return -1
+    for i in range(n):
+        if not (48 <= p[i] <= 57):
+            return -1
+        v = v * 10 + (p[i] - 48)
+    return v
+
+
 class _Abort(Exception):
     """Raised inside a parser callback to stop parsing this connection."""
 
@@ -45,7 +59,8 @@ cdef class Conn:
     cdef object parser
     # -- per request ---------------------------------------------------------------------
     cdef object url
-    cdef list body_parts
+    cdef bytes body1              # the body, when it came in one piece (the usual case)
+    cdef list body_parts          # more pieces, when it did not
     cdef Py_ssize_t body_len
     cdef Py_ssize_t hdr_bytes
     cdef Py_ssize_t partial_hdr
@@ -54,7 +69,8 @@ cdef class Conn:
     cdef int64_t content_length
     cdef bytes fatal              # a response to send, then close (set before _Abort)
     # -- per connection ------------------------------------------------------------------
-    cdef object q                 # deque of Slot waiting to be sent, in order
+    cdef list q                   # Slots waiting to be sent, in order (short: a list
+                                  # with typed appends beats a deque's method calls)
     cdef list out                 # ready bytes collected during one data_received
     cdef bint in_feed
     cdef int64_t reg_seq          # highest batch this connection is registered with
@@ -64,9 +80,10 @@ cdef class Conn:
 
     def __cinit__(self, Server srv):
         self.srv = srv
-        self.q = _deque()
+        self.q = []
         self.out = []
-        self.body_parts = []
+        self.body1 = None
+        self.body_parts = None
         self.url = None
         self.reg_seq = 0
         self.closing = self.closed = self.eof = False
@@ -115,6 +132,7 @@ cdef class Conn:
     def data_received(self, bytes data):
         if self.closing:
             return
+        self.srv.now = mono_now()     # the deadlines set while parsing this chunk
         self.in_feed = True
         self.began_in_chunk = False
         if b"pgrade:" in data:     # "Upgrade:" / "upgrade:" (one scan; all-caps is not seen)
@@ -150,7 +168,8 @@ cdef class Conn:
         self.partial_hdr = 0
         self.hdr_bytes = 0
         self.url = None
-        self.body_parts = []
+        self.body1 = None
+        self.body_parts = None
         self.body_len = 0
         self.content_length = -1
         self.expect_continue = self.bad_expect = self.want_close = False
@@ -173,10 +192,7 @@ cdef class Conn:
             else:
                 self.bad_expect = True
         elif n == 14 and name.lower() == b"content-length":
-            try:
-                self.content_length = int(value)
-            except ValueError:
-                pass   # the parser rejects it
+            self.content_length = _digits(value)   # -1 if not digits: the parser rejects it
 
     def on_headers_complete(self):
         self.in_headers = False
@@ -196,18 +212,24 @@ cdef class Conn:
         self.body_len += len(body)
         if self.body_len > self.srv.max_body_bytes:
             self._abort(413, "too_large", "body over the limit of %d bytes" % self.srv.max_body_bytes)
-        self.body_parts.append(body)
+        if self.body1 is None:
+            self.body1 = body
+        else:
+            if self.body_parts is None:
+                self.body_parts = [self.body1]
+            self.body_parts.append(body)
 
     def on_message_complete(self):
         cdef bytes body
         if self.closing:
             raise _Abort()
         self.in_request = False
-        if len(self.body_parts) == 1:
-            body = self.body_parts[0]
-        else:
+        if self.body_parts is not None:
             body = b"".join(self.body_parts)
-        self.body_parts = []
+            self.body_parts = None
+        else:
+            body = b"" if self.body1 is None else self.body1
+        self.body1 = None
         self.want_close = not self.parser.should_keep_alive() or self.srv.shutting_down
         self.dl_kind = DL_NONE
         self.srv.dispatch(self, self.parser.get_method(), self.url, body)
@@ -266,7 +288,7 @@ cdef class Conn:
         if self.closed or not self.q or self.q[0] is not s or self.in_feed:
             self.fill(s, data, 0)
             return
-        self.q.popleft()
+        del self.q[0]
         s.owner = None
         self.transport.write(data)
         if not self.q and not self.in_request:
@@ -306,7 +328,7 @@ cdef class Conn:
             s = <Slot>self.q[0]
             if s.data is None or s.seq > durable:
                 break
-            self.q.popleft()
+            del self.q[0]
             self._emit(s.data, s.close)
             if s.close:
                 self.q.clear()
@@ -389,7 +411,7 @@ cdef class Conn:
         else:
             span = self.srv.body_timeout
         self.dl_kind = kind
-        self.deadline = mono_now() + span
+        self.deadline = (self.srv.now if self.in_feed else mono_now()) + span
 
     cdef void on_deadline(self):
         """Called by the sweep when `deadline` has passed."""

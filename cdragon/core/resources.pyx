@@ -73,8 +73,7 @@ cdef int handle_resource(Server srv, Request r, int route) except -1:
             return 0
         if m != b"PUT" and m != b"DELETE":
             raise ApiError(405, "method_not_allowed", "use GET, PUT or DELETE here", None, _KV_ALLOW)
-        t = Txn.__new__(Txn)
-        t.acc = r.acc
+        t = new_txn(r.acc)
         op = new_op(r.acc, r.key)
         if "ver" in params:
             op.n = _qint(params, "ver", 0, 0, INT64_MAX)
@@ -90,8 +89,7 @@ cdef int handle_resource(Server srv, Request r, int route) except -1:
             v = st.ctr_read(k)
             r.conn.reply(200, b'{"Key":%s,"Value":%d}' % (kj, v), commit_seq(srv, False), r.head)
             return 0
-        t = Txn.__new__(Txn)
-        t.acc = r.acc
+        t = new_txn(r.acc)
         op = new_op(r.acc, r.key)
         if m == b"POST":
             op.n = _qint(params, "add", 1, INT64_MIN, INT64_MAX)
@@ -119,8 +117,7 @@ cdef int handle_resource(Server srv, Request r, int route) except -1:
         return 0
     if m != b"POST":
         raise ApiError(405, "method_not_allowed", "use GET or POST here", None, _SEQ_ALLOW)
-    t = Txn.__new__(Txn)
-    t.acc = r.acc
+    t = new_txn(r.acc)
     op = new_op(r.acc, r.key)
     op.n = _qint(params, "count", 1, 1, srv.max_seq_count)
     t.seqs.append(op)

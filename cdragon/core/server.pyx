@@ -38,6 +38,7 @@ cdef class Server:
     cdef readonly double header_timeout, body_timeout, idle_timeout, checkpoint_interval
     # counters for tests and metrics
     cdef readonly int64_t commits, committed_requests, checkpoints
+    cdef double now            # mono_now() at the start of the current data_received
 
     def __cinit__(self, loop, storage, cfg, str version):
         self.loop = loop

@@ -30,12 +30,6 @@ cdef class Txn:
     cdef int nops
 
     def __cinit__(self):
-        self.idem = []
-        self.idem_s = []
-        self.kvset = []
-        self.kvget = []
-        self.atomic = []
-        self.seqs = []
         self.lock_id = None
         self.unlock_id = None
         self.unlock = 0
@@ -53,6 +47,26 @@ cdef class Txn:
             if op.n != 0:          # Set 0 resets (frees), Add 0 only reads
                 return True
         return False
+
+
+cdef list _NO_OPS = []        # shared by the operation lists a fast-path Txn leaves empty
+
+
+cdef Txn new_txn(bytes acc, list only=None):
+    """A Txn with its operation lists: all new, or (fast path) only `only` new and
+    the others the shared empty list, which nothing appends to after parsing."""
+    cdef Txn t = Txn.__new__(Txn)
+    t.acc = acc
+    if only is None:
+        t.idem = []
+        t.idem_s = []
+        t.kvset = []
+        t.kvget = []
+        t.atomic = []
+        t.seqs = []
+    else:
+        t.idem = t.idem_s = t.kvset = t.kvget = t.atomic = t.seqs = _NO_OPS
+    return t
 
 
 cdef inline bytes _rec_key(bytes acc, bytes key):
@@ -122,12 +136,11 @@ cdef dict as_obj(object v, str what):
 
 cdef Txn parse_txn(bytes acc, object body, Server srv):
     """Validate a POST /db body (already JSON-decoded) into a Txn; raises ApiError."""
-    cdef Txn t = Txn.__new__(Txn)
+    cdef Txn t = new_txn(acc)
     cdef dict d, e
     cdef Op op
     cdef set seen
     cdef object lock_dur = None, lock_wait = None, unlock = None
-    t.acc = acc
     if type(body) is not dict:
         raise ApiError(400, "bad_request", "request body must be a JSON object")
     d = <dict>body
