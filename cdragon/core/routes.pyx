@@ -21,6 +21,7 @@ cdef enum Route:
 cdef dict RESOURCE_KINDS = {b"kv": R_KV, b"counter": R_COUNTER, b"sequence": R_SEQUENCE, b"lock": R_LOCK}
 
 
+@cython.freelist(64)
 cdef class Request:
     """What a handler needs to know about the request it answers."""
     cdef Conn conn

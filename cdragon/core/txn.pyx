@@ -5,6 +5,7 @@
 # lock table (the order of evaluation puts the lock between validation and running).
 
 @cython.freelist(256)
+@cython.no_gc      # bytes and numbers only: never part of a cycle
 cdef class Op:
     """One KVSet / KVGet / Atomic / Seq entry and, after running, its result."""
     cdef bytes k          # full record key: account \0 key
@@ -17,6 +18,8 @@ cdef class Op:
     cdef bint writes      # KVSet delete of an existing key / set: does it write
 
 
+@cython.freelist(64)
+@cython.no_gc      # holds lists of Ops and bytes: never part of a cycle
 cdef class Txn:
     cdef bytes acc
     cdef list idem        # full keys of idempotency ids (deduplicated)
