@@ -18,16 +18,22 @@ def compact(v) -> bytes:
 
 def expected(body: dict):
     """What the general parser makes of a body, in _fast_txn_shape's terms."""
-    [(kind, entries)] = body.items()
-    out = []
-    for e in entries:
-        kj, k = compact(e["Key"]), b"acc\0" + e["Key"].encode()
+    out = {}
+    for kind, entries in body.items():
         if kind == "Atomic":
-            is_set = "Set" in e
-            out.append((kj, k, e["Set"] if is_set else e["Add"], is_set, "IfEq" in e, e.get("IfEq", 0)))
-        else:
-            out.append((kj, k, compact(e["Value"]), "Version" in e, e.get("Version", 0)))
-    return kind, out
+            out[kind] = [(compact(e["Key"]), b"acc\0" + e["Key"].encode(), e.get("Set", e.get("Add")),
+                          "Set" in e, "IfEq" in e, e.get("IfEq", 0)) for e in entries]
+        elif kind == "KVSet":
+            out[kind] = [(compact(e["Key"]), b"acc\0" + e["Key"].encode(), compact(e["Value"]),
+                          "Version" in e, e.get("Version", 0)) for e in entries]
+        elif kind == "KVGet":
+            out[kind] = [(compact(k), b"acc\0" + k.encode()) for k in entries]
+    if "LockID" in body:
+        out.update(LockID=body["LockID"].encode(), LockDur=float(body.get("LockDur", 30)),
+                   LockWait=float(body.get("LockWait", 0)))
+    if "UnlockID" in body:
+        out.update(UnlockID=body["UnlockID"].encode(), Unlock=body["Unlock"])
+    return out
 
 
 ACCEPTED = [
@@ -37,6 +43,11 @@ ACCEPTED = [
     {"KVSet": [{"Key": "k", "Value": "v" * 62}]},
     {"KVSet": [{"Key": "a/b c~!", "Value": "", "Version": 0}, {"Key": "2", "Value": 42}]},
     {"KVSet": [{"Key": "k" * 256, "Value": -17, "Version": 12}]},
+    {"LockID": "k5", "LockDur": 30, "KVGet": ["a3/k5"]},          # the lock benchmark's bodies
+    {"UnlockID": "k5", "Unlock": 123},
+    {"KVGet": ["x", "y", "x"], "LockWait": 0, "LockID": "L"},
+    {"Atomic": [{"Key": "n", "Add": 1}], "KVSet": [{"Key": "k", "Value": "v"}], "KVGet": ["k"],
+     "UnlockID": "L", "Unlock": 9, "LockID": "M", "LockDur": 604800, "LockWait": 300},
 ]
 
 
@@ -69,6 +80,23 @@ DECLINED = [
     '{"Atomic":[{"Key":"clé","Add":1}]}'.encode(),     # not ASCII
     b'{"Atomic":[{"Key":"a\tb","Add":1}]}',            # a raw control character
     b'{"Atomic":[{"Key":"k","Add":1}],"Seq":[{"Key":"s"}]}',
+    b'{"Atomic":[{"Key":"k","Add":1}],"Atomic":[{"Key":"j","Add":1}]}',
+    b'{"KVGet":[]}',
+    b'{"KVGet":[{"Key":"k"}]}',
+    b'{"KVGet":["k"],"IdempotencyIDs":["i"]}',
+    b'{"LockID":"L","LockDur":0.5}',
+    b'{"LockID":"L","LockDur":0}',
+    b'{"LockID":"L","LockDur":604801}',
+    b'{"LockID":"L","LockWait":301}',
+    b'{"LockID":"L","LockWait":-1}',
+    b'{"LockDur":5}',
+    b'{"LockID":"L","LockID":"M"}',
+    b'{"UnlockID":"L"}',
+    b'{"Unlock":5}',
+    b'{"UnlockID":"L","Unlock":"5"}',
+    b'{"UnlockID":"L","Unlock":0}',
+    b'{"LockID":""}',
+    b'{}',
     b'{"Atomic":[{"Key":"k","Add":1}]} x',
     b'{"Atomic":[{"Key":"k","Add":1}]',
     b'{"Atomic":[{"Key":"k","Add":1,}]}',
@@ -82,8 +110,6 @@ DECLINED = [
     b'{"KVSet":[{"Key":"k","Delete":true}]}',
     b'{"KVSet":[{"Key":"k","Value":"v","Version":-1}]}',
     b'{"KVSet":[{"Key":"k","Value":"v","Extra":1}]}',
-    b'{"KVGet":["k"]}',
-    b'{"LockID":"L"}',
     b'[]',
     b'',
 ]

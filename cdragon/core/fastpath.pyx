@@ -1,8 +1,10 @@
 # FastPath: POST /db bodies of the everyday shapes read straight into a Txn, in C,
-# without building Python dicts, lists and strings first:
-#     {"Atomic":[{"Key":"k","Add":1}, ...]}   (Add, or Set with an optional IfEq)
-#     {"KVSet":[{"Key":"k","Value":"text"}, ...]}   (Value a plain string or an
-#                                                   integer; an optional Version)
+# without building Python dicts, lists and strings first: an object of any of
+#     "Atomic":[{"Key":"k","Add":1}, ...]      (Add, or Set with an optional IfEq)
+#     "KVSet":[{"Key":"k","Value":"text"}, ...]   (Value a plain string or an integer;
+#                                                  an optional Version)
+#     "KVGet":["k", ...]   "LockID":"name"  "LockDur":30  "LockWait":5
+#     "UnlockID":"name"   "Unlock":17       (durations in whole seconds)
 # with any JSON whitespace between tokens. Keys and string values must be printable
 # ASCII without escapes: then the bytes of the body are already the compact JSON that
 # would be stored and echoed, and the key's JSON literal is its slice of the body.
@@ -96,43 +98,23 @@ cdef Op _fp_op(bytes acc, const unsigned char* p, Py_ssize_t ks, Py_ssize_t ke):
     return op
 
 
-cdef Txn fast_txn(bytes acc, bytes body, Py_ssize_t max_value_bytes, Py_ssize_t max_ops):
-    """The Txn of a body of the shapes above, or None (then parse_txn decides)."""
-    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(body)
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(body), i, j, fs, fe, ks, ke, vs, ve
-    cdef int kind, sep
-    cdef Txn t
+cdef struct FpLimits:
+    Py_ssize_t max_value_bytes, max_ops
+    double max_lock_dur, max_lock_wait
+
+
+cdef list _fp_entries(bytes acc, const unsigned char* p, Py_ssize_t* pi, Py_ssize_t n,
+                      int kind, Py_ssize_t max_value_bytes):
+    """The Atomic or KVSet list that starts at p[pi[0]] ('['): its Ops, or None.
+    On success pi[0] is at the closing ']'."""
+    cdef Py_ssize_t i = pi[0], j, fs, fe, ks, ke, vs, ve
+    cdef int sep
     cdef Op op
-    cdef list ops
+    cdef list ops = []
     cdef int64_t num, add, setv, ifeq, ver
     cdef bint has_key, has_add, has_set, has_ifeq, has_val, has_ver
-    i = _fp_ws(p, 0, n)
-    if i >= n or p[i] != b'{':
-        return None
-    i = _fp_ws(p, i + 1, n)
-    if i >= n or p[i] != b'"':
-        return None
-    j = _fp_str(p, i, n)
-    if j < 0:
-        return None
-    if _fp_is(p, i + 1, j, "Atomic", 6):
-        kind = FP_ATOMIC
-    elif _fp_is(p, i + 1, j, "KVSet", 5):
-        kind = FP_KVSET
-    else:
-        return None
-    i = _fp_ws(p, j + 1, n)
-    if i >= n or p[i] != b':':
-        return None
-    i = _fp_ws(p, i + 1, n)
     if i >= n or p[i] != b'[':
         return None
-    ops = []
-    t = new_txn(acc, ops)
-    if kind == FP_ATOMIC:
-        t.atomic = ops
-    else:
-        t.kvset = ops
     i = _fp_ws(p, i + 1, n)
     while True:                                   # the entries
         if i >= n or p[i] != b'{':
@@ -153,14 +135,14 @@ cdef Txn fast_txn(bytes acc, bytes body, Py_ssize_t max_value_bytes, Py_ssize_t 
                 return None
             i = _fp_ws(p, i + 1, n)
             if _fp_is(p, fs, fe, "Key", 3):
-                if has_key or i >= n or p[i] != b'"':
+                if has_key:
                     return None
-                j = _fp_str(p, i, n)
-                if j < 0 or j - i - 1 < 1 or j - i - 1 > MAX_KEY_BYTES:
+                ks = i
+                i = _fp_key(p, i, n)
+                if i < 0:
                     return None
                 has_key = True
-                ks, ke = i, j
-                i = j + 1
+                ke = i - 1
             elif kind == FP_ATOMIC:
                 i = _fp_int(p, i, n, &num)
                 if i < 0:
@@ -223,29 +205,169 @@ cdef Txn fast_txn(bytes acc, bytes body, Py_ssize_t max_value_bytes, Py_ssize_t 
         if sep < 0:
             return None
         if sep == 0:
-            break
+            pi[0] = i
+            return ops
+
+
+cdef inline Py_ssize_t _fp_key(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) noexcept:
+    """A key or lock name (a plain string of 1..256 bytes) at i: the index after it, or -1."""
+    cdef Py_ssize_t j
+    if i >= n or p[i] != b'"':
+        return -1
+    j = _fp_str(p, i, n)
+    if j < 0 or j - i - 1 < 1 or j - i - 1 > MAX_KEY_BYTES:
+        return -1
+    return j + 1
+
+
+cdef Txn fast_txn(bytes acc, bytes body, FpLimits* lim):
+    """The Txn of a body of the shapes above, or None (then parse_txn decides)."""
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(body)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(body), i, j, fs, fe
+    cdef int sep
+    cdef Txn t
+    cdef list atomic = None, kvset = None, kvget = None
+    cdef object lock_id = None, unlock_id = None
+    cdef int64_t num, dur = 0, wait = 0, unlock = 0
+    cdef bint has_dur = False, has_wait = False
+    cdef Py_ssize_t nops
+    i = _fp_ws(p, 0, n)
+    if i >= n or p[i] != b'{':
+        return None
     i = _fp_ws(p, i + 1, n)
-    if i >= n or p[i] != b'}' or _fp_ws(p, i + 1, n) != n:
+    while True:                                   # the members
+        if i >= n or p[i] != b'"':
+            return None
+        j = _fp_str(p, i, n)
+        if j < 0:
+            return None
+        fs, fe = i + 1, j
+        i = _fp_ws(p, j + 1, n)
+        if i >= n or p[i] != b':':
+            return None
+        i = _fp_ws(p, i + 1, n)
+        if _fp_is(p, fs, fe, "Atomic", 6) and atomic is None:
+            atomic = _fp_entries(acc, p, &i, n, FP_ATOMIC, lim.max_value_bytes)
+            if atomic is None:
+                return None
+            i += 1
+        elif _fp_is(p, fs, fe, "KVSet", 5) and kvset is None:
+            kvset = _fp_entries(acc, p, &i, n, FP_KVSET, lim.max_value_bytes)
+            if kvset is None:
+                return None
+            i += 1
+        elif _fp_is(p, fs, fe, "KVGet", 5) and kvget is None:
+            if i >= n or p[i] != b'[':
+                return None
+            kvget = []
+            i = _fp_ws(p, i + 1, n)
+            while True:
+                j = _fp_key(p, i, n)
+                if j < 0:
+                    return None
+                kvget.append(_fp_op(acc, p, i, j - 1))
+                i = j
+                sep = _fp_sep(p, &i, n, b']')
+                if sep < 0:
+                    return None
+                if sep == 0:
+                    break
+            i += 1
+        elif (_fp_is(p, fs, fe, "LockID", 6) and lock_id is None) or (
+                _fp_is(p, fs, fe, "UnlockID", 8) and unlock_id is None):
+            j = _fp_key(p, i, n)
+            if j < 0:
+                return None
+            if fe - fs == 6:
+                lock_id = PyBytes_FromStringAndSize(<const char*>p + i + 1, j - i - 2)
+            else:
+                unlock_id = PyBytes_FromStringAndSize(<const char*>p + i + 1, j - i - 2)
+            i = j
+        else:
+            i = _fp_int(p, i, n, &num)
+            if i < 0:
+                return None
+            if _fp_is(p, fs, fe, "LockDur", 7) and not has_dur:
+                if num <= 0 or num > lim.max_lock_dur:
+                    return None
+                has_dur = True
+                dur = num
+            elif _fp_is(p, fs, fe, "LockWait", 8) and not has_wait:
+                if num < 0 or num > lim.max_lock_wait:
+                    return None
+                has_wait = True
+                wait = num
+            elif _fp_is(p, fs, fe, "Unlock", 6) and unlock == 0:
+                if num < 1:
+                    return None
+                unlock = num
+            else:
+                return None
+        sep = _fp_sep(p, &i, n, b'}')
+        if sep < 0:
+            return None
+        if sep == 0:
+            break
+    if _fp_ws(p, i + 1, n) != n:
         return None
-    t.nops = len(ops)
-    if t.nops > max_ops:
+    # the checks of parse_txn; any that would fail leaves the body to it
+    nops = (0 if atomic is None else len(atomic)) + (0 if kvset is None else len(kvset)) + (
+        0 if kvget is None else len(kvget))
+    if nops > lim.max_ops or ((has_dur or has_wait) and lock_id is None):
         return None
-    if t.nops > 1 and len({(<Op>o).k for o in ops}) != t.nops:
+    if (unlock == 0) != (unlock_id is None):
         return None
-    t.lock_dur = 30.0
-    t.lock_wait = 0.0
+    if nops == 0 and lock_id is None and unlock_id is None:
+        return None
+    if (atomic is not None and not _fp_distinct(atomic)) or (kvset is not None and not _fp_distinct(kvset)):
+        return None
+    t = new_txn(acc, _NO_OPS)
+    if atomic is not None:
+        t.atomic = atomic
+    if kvset is not None:
+        t.kvset = kvset
+    if kvget is not None:
+        t.kvget = kvget
+    t.nops = nops
+    t.lock_id = lock_id
+    t.unlock_id = unlock_id
+    t.unlock = unlock
+    t.lock_dur = dur if has_dur else 30.0
+    t.lock_wait = wait
     return t
 
 
+cdef bint _fp_distinct(list ops):
+    cdef Op o
+    return len(ops) < 2 or len({o.k for o in ops}) == len(ops)
+
+
 # ---- Python-visible wrapper for unit tests ---------------------------------------------
-def _fast_txn_shape(bytes body, Py_ssize_t max_value_bytes=512 * 1024, Py_ssize_t max_ops=1000):
-    """What fast_txn makes of a body for account "acc": None, or
-    ("Atomic", [(key JSON, record key, n, is_set, has_ifeq, ifeq)]) or
-    ("KVSet", [(key JSON, record key, value JSON, has_version, version)])."""
-    cdef Txn t = fast_txn(b"acc", body, max_value_bytes, max_ops)
+def _fast_txn_shape(bytes body, Py_ssize_t max_value_bytes=512 * 1024, Py_ssize_t max_ops=1000,
+                    double max_lock_dur=7 * 24 * 3600.0, double max_lock_wait=300.0):
+    """What fast_txn makes of a body for account "acc": None, or a dict of the Txn's
+    parts: Atomic [(key JSON, record key, n, is_set, has_ifeq, ifeq)], KVSet [(key JSON,
+    record key, value JSON, has_version, version)], KVGet [(key JSON, record key)],
+    and LockID, LockDur, LockWait, UnlockID, Unlock."""
+    cdef FpLimits lim
+    cdef Txn t
     cdef Op op
+    lim.max_value_bytes = max_value_bytes
+    lim.max_ops = max_ops
+    lim.max_lock_dur = max_lock_dur
+    lim.max_lock_wait = max_lock_wait
+    t = fast_txn(b"acc", body, &lim)
     if t is None:
         return None
+    out = {}
     if t.atomic:
-        return ("Atomic", [(op.kj, op.k, op.n, op.is_set, op.has_ifeq, op.ifeq) for op in t.atomic])
-    return ("KVSet", [(op.kj, op.k, op.val, op.has_ver, op.n) for op in t.kvset])
+        out["Atomic"] = [(op.kj, op.k, op.n, op.is_set, op.has_ifeq, op.ifeq) for op in t.atomic]
+    if t.kvset:
+        out["KVSet"] = [(op.kj, op.k, op.val, op.has_ver, op.n) for op in t.kvset]
+    if t.kvget:
+        out["KVGet"] = [(op.kj, op.k) for op in t.kvget]
+    if t.lock_id is not None:
+        out.update(LockID=t.lock_id, LockDur=t.lock_dur, LockWait=t.lock_wait)
+    if t.unlock_id is not None:
+        out.update(UnlockID=t.unlock_id, Unlock=t.unlock)
+    return out

@@ -18,7 +18,7 @@ cdef int64_t commit_seq(Server srv, bint wrote):
 
 
 cdef int handle_db(Server srv, Request r) except -1:
-    cdef Txn t = fast_txn(r.acc, r.body, srv.max_value_bytes, srv.max_ops)
+    cdef Txn t = fast_txn(r.acc, r.body, &srv.fp_limits)
     if t is None:
         t = parse_txn(r.acc, parse_json(r.body), srv)
     if t.lock_id is not None or t.unlock_id is not None:

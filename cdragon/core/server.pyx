@@ -39,6 +39,7 @@ cdef class Server:
     # counters for tests and metrics
     cdef readonly int64_t commits, committed_requests, checkpoints
     cdef double now            # mono_now() at the start of the current data_received
+    cdef FpLimits fp_limits    # the limits POST /db's fast path checks
 
     def __cinit__(self, loop, storage, cfg, str version):
         self.loop = loop
@@ -70,6 +71,10 @@ cdef class Server:
         self.body_timeout = cfg.body_timeout
         self.idle_timeout = cfg.idle_timeout
         self.checkpoint_interval = cfg.checkpoint_interval
+        self.fp_limits.max_value_bytes = cfg.max_value_bytes
+        self.fp_limits.max_ops = cfg.max_ops
+        self.fp_limits.max_lock_dur = cfg.max_lock_dur
+        self.fp_limits.max_lock_wait = cfg.max_lock_wait
         self.deadlines = Deadlines(loop)
         self.locks = LockTable(self, self.deadlines)
         self.watches = WatchHub(self, self.deadlines)
