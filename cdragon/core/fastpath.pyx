@@ -77,6 +77,25 @@ cdef inline int _fp_sep(const unsigned char* p, Py_ssize_t* i, Py_ssize_t n, uns
     return -1
 
 
+cdef inline bint _fp_member(const unsigned char* p, Py_ssize_t* i, Py_ssize_t n,
+                            Py_ssize_t* fs, Py_ssize_t* fe) noexcept:
+    """A member's name and colon at p[i[0]]: its name is p[fs..fe), i moves to the
+    value. False if that is not what is there."""
+    cdef Py_ssize_t j, k = i[0]
+    if k >= n or p[k] != b'"':
+        return False
+    j = _fp_str(p, k, n)
+    if j < 0:
+        return False
+    fs[0] = k + 1
+    fe[0] = j
+    k = _fp_ws(p, j + 1, n)
+    if k >= n or p[k] != b':':
+        return False
+    i[0] = _fp_ws(p, k + 1, n)
+    return True
+
+
 cdef inline bint _fp_is(const unsigned char* p, Py_ssize_t a, Py_ssize_t b, const char* word, Py_ssize_t wn) noexcept:
     return b - a == wn and memcmp(p + a, word, wn) == 0
 
@@ -124,16 +143,8 @@ cdef list _fp_entries(bytes acc, const unsigned char* p, Py_ssize_t* pi, Py_ssiz
         ks = ke = vs = ve = 0
         add = setv = ifeq = ver = 0
         while True:                               # the entry's fields
-            if i >= n or p[i] != b'"':
+            if not _fp_member(p, &i, n, &fs, &fe):
                 return None
-            j = _fp_str(p, i, n)
-            if j < 0:
-                return None
-            fs, fe = i + 1, j                     # the field name
-            i = _fp_ws(p, j + 1, n)
-            if i >= n or p[i] != b':':
-                return None
-            i = _fp_ws(p, i + 1, n)
             if _fp_is(p, fs, fe, "Key", 3):
                 if has_key:
                     return None
@@ -236,16 +247,8 @@ cdef Txn fast_txn(bytes acc, bytes body, FpLimits* lim):
         return None
     i = _fp_ws(p, i + 1, n)
     while True:                                   # the members
-        if i >= n or p[i] != b'"':
+        if not _fp_member(p, &i, n, &fs, &fe):
             return None
-        j = _fp_str(p, i, n)
-        if j < 0:
-            return None
-        fs, fe = i + 1, j
-        i = _fp_ws(p, j + 1, n)
-        if i >= n or p[i] != b':':
-            return None
-        i = _fp_ws(p, i + 1, n)
         if _fp_is(p, fs, fe, "Atomic", 6) and atomic is None:
             atomic = _fp_entries(acc, p, &i, n, FP_ATOMIC, lim.max_value_bytes)
             if atomic is None:
