@@ -24,6 +24,15 @@ cdef bytes _no_upgrade(bytes data):
     return _UPGRADE_HEADER.sub(b"Xpgrade:", data)
 
 
+cdef bint _starts_http11(bytes data) noexcept:
+    """Whether data starts with a request line ending in " HTTP/1.1"."""
+    cdef const char* p = PyBytes_AS_STRING(data)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(data), i = 0
+    while i < n and i < 8192 and p[i] != b'\r':
+        i += 1
+    return i >= 9 and i + 1 < n and p[i + 1] == b'\n' and memcmp(p + i - 9, b" HTTP/1.1", 9) == 0
+
+
 cdef int64_t _digits(bytes b) noexcept:
     """A non-negative decimal of at most 18 digits, or -1."""
     cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(b)
@@ -73,6 +82,8 @@ cdef class Conn:
                                   # with typed appends beats a deque's method calls)
     cdef list out                 # ready bytes collected during one data_received
     cdef bint in_feed
+    cdef bint chunk_http11        # this chunk starts with an HTTP/1.1 request line
+    cdef bint line_http11         # ... and the current request is that one
     cdef int64_t reg_seq          # highest batch this connection is registered with
     cdef bint closing, closed, eof, read_paused, write_paused
     cdef public double deadline
@@ -133,7 +144,11 @@ cdef class Conn:
         if self.closing:
             return
         self.srv.now = mono_now()     # the deadlines set while parsing this chunk
+        self.srv.now_fresh = True
         self.in_feed = True
+        # the request line of the first request begun in this chunk, when the chunk
+        # starts with one: its version is read here, without the parser's str
+        self.chunk_http11 = not self.in_request and _starts_http11(data)
         self.began_in_chunk = False
         if b"pgrade:" in data:     # "Upgrade:" / "upgrade:" (one scan; all-caps is not seen)
             data = _no_upgrade(data)
@@ -150,6 +165,7 @@ cdef class Conn:
                 else:
                     self._fail(400, "bad_request", "malformed HTTP request: " + str(e))
         self.in_feed = False
+        self.srv.now_fresh = False
         if self.in_headers and not self.began_in_chunk and not self.closing:
             self.partial_hdr += len(data)
             if self.partial_hdr > self.srv.max_header_bytes:
@@ -163,6 +179,8 @@ cdef class Conn:
         if self.closing:
             raise _Abort()
         self.in_request = True
+        self.line_http11 = self.chunk_http11
+        self.chunk_http11 = False
         self.in_headers = True
         self.began_in_chunk = True
         self.partial_hdr = 0
@@ -196,10 +214,13 @@ cdef class Conn:
 
     def on_headers_complete(self):
         self.in_headers = False
-        ver = self.parser.get_http_version()
-        self.http10 = ver == "1.0"
-        if ver != "1.1" and ver != "1.0":
-            self._abort(505, "http_version_not_supported", "only HTTP/1.0 and HTTP/1.1 are served")
+        if self.line_http11:
+            self.http10 = False
+        else:
+            ver = self.parser.get_http_version()
+            self.http10 = ver == "1.0"
+            if ver != "1.1" and ver != "1.0":
+                self._abort(505, "http_version_not_supported", "only HTTP/1.0 and HTTP/1.1 are served")
         if self.bad_expect:
             self._abort(417, "expectation_failed", "only Expect: 100-continue is supported")
         if self.content_length > self.srv.max_body_bytes:
@@ -411,7 +432,7 @@ cdef class Conn:
         else:
             span = self.srv.body_timeout
         self.dl_kind = kind
-        self.deadline = (self.srv.now if self.in_feed else mono_now()) + span
+        self.deadline = (self.srv.now if self.srv.now_fresh else mono_now()) + span
 
     cdef void on_deadline(self):
         """Called by the sweep when `deadline` has passed."""

@@ -39,6 +39,7 @@ cdef class Server:
     # counters for tests and metrics
     cdef readonly int64_t commits, committed_requests, checkpoints
     cdef double now            # mono_now() at the start of the current data_received
+    cdef bint now_fresh        # ... or on_commit, while that runs
     cdef FpLimits fp_limits    # the limits POST /db's fast path checks
 
     def __cinit__(self, loop, storage, cfg, str version):
@@ -145,6 +146,8 @@ cdef class Server:
         cdef Conn c
         self.writer_busy = False
         if err is None:
+            self.now = mono_now()      # the idle deadlines of the connections answered now
+            self.now_fresh = True
             b = self.store.durable()
             self.pending_ops = None
             self.commits += 1
@@ -155,6 +158,7 @@ cdef class Server:
             for cb in b.after:
                 cb()
             b.conns = b.after = None    # the batch now waits for a checkpoint: keep only its keys
+            self.now_fresh = False
             self.store.purge_some(PURGE_PER_COMMIT)
             self._maybe_checkpoint()
         else:

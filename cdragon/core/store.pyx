@@ -22,7 +22,7 @@ cdef class Entry:
     cdef int64_t num
     cdef double f
     cdef int64_t seq     # the batch that wrote it
-    cdef Entry prev      # the key's previous Entry not yet in LMDB, or None
+    cdef Entry prev      # the key's previous Entry, until this one is durable
 
 
 cdef inline Py_ssize_t record_bytes(Py_ssize_t klen, Py_ssize_t vlen) noexcept:
@@ -78,7 +78,8 @@ cdef class Store:
     cdef object rtxn
     cdef object db_kv, db_ctr, db_seq, db_idem, db_meta
     cdef dict o_kv, o_ctr, o_seq, o_idem      # overlays: full key -> newest Entry
-    cdef dict kv_by_acc                       # account -> set of its keys in o_kv
+    cdef dict kv_by_acc                       # account -> set of its keys in o_kv, kept
+                                              # for accounts with prefix watches only
     cdef dict revs                            # account -> revision (authoritative)
     cdef dict durable_revs                    # account -> revision of its last durable batch
     cdef dict start_revs                      # account -> revision on disk when first loaded
@@ -216,6 +217,11 @@ cdef class Store:
                     break
                 found[k] = v
         mine = self.kv_by_acc.get(acc)
+        if mine is None:
+            # the account's first prefix read: index its keys in the overlay once, then
+            # keep the index up to date (kv_write, _purge_kv)
+            head = acc + b"\0"
+            mine = self.kv_by_acc[acc] = {k for k in self.o_kv if (<bytes>k).startswith(head)}
         if mine:
             changed = False
             for k in mine:
@@ -257,11 +263,10 @@ cdef class Store:
     cdef void kv_write(self, bytes acc, bytes k, object val, int64_t ver):
         cdef Entry e
         cdef set mine
-        if k not in self.o_kv:
+        if self.kv_by_acc:
             mine = self.kv_by_acc.get(acc)
-            if mine is None:
-                mine = self.kv_by_acc[acc] = set()
-            mine.add(k)
+            if mine is not None:
+                mine.add(k)
         e = self._entry(self.o_kv, self.open_batch.kv, k, 0 if val is None else PyBytes_GET_SIZE(val))
         e.val = val
         e.num = ver
@@ -379,20 +384,29 @@ cdef class Store:
     cdef void _purge_kv(self, dict dirty, int64_t seq):
         cdef set mine
         for k in dirty:
-            if self._trim(self.o_kv, k, seq):
-                acc = (<bytes>k)[:(<bytes>k).index(b"\0")]
-                mine = self.kv_by_acc.get(acc)
+            if self._trim(self.o_kv, k, seq) and self.kv_by_acc:
+                mine = self.kv_by_acc.get((<bytes>k)[:(<bytes>k).index(b"\0")])
                 if mine is not None:
                     mine.discard(k)
-                    if not mine:
-                        del self.kv_by_acc[acc]
 
     cdef Batch durable(self):
         """The in-flight batch is in the write-ahead log: its answers may go out; its
         overlay entries stay until a checkpoint."""
         cdef Batch b = self.inflight
+        cdef Entry e
         self.inflight = None
         self.durable_seq = b.seq
+        # b's entries are now the durable state of their keys: the older entries of
+        # those keys are never read again (the durable view takes the newest durable
+        # one), so the chains stop here and stay short
+        for e in b.kv.values():
+            e.prev = None
+        for e in b.ctr.values():
+            e.prev = None
+        for e in b.sq.values():
+            e.prev = None
+        for e in b.idem.values():
+            e.prev = None
         if b.revs:
             self.durable_revs.update(b.revs)
         if not self.unapplied:
