@@ -150,7 +150,7 @@ cdef class Conn:
         # starts with one: its version is read here, without the parser's str
         self.chunk_http11 = not self.in_request and _starts_http11(data)
         self.began_in_chunk = False
-        if b"pgrade:" in data:     # "Upgrade:" / "upgrade:" (one scan; all-caps is not seen)
+        if has_bytes(data, "pgrade:", 7):     # "Upgrade:" / "upgrade:" (one scan; all-caps is not seen)
             data = _no_upgrade(data)
         try:
             self.parser.feed_data(data)

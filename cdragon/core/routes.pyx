@@ -121,7 +121,7 @@ cdef int route_request(Server srv, Conn conn, bytes method, bytes url, bytes bod
 
 cdef bytes _resource_key(bytes raw):
     cdef bytes key = raw
-    if b"%" in raw:
+    if has_byte(raw, 37):     # '%' 
         key = _unquote_to_bytes(raw)
     try:
         key.decode("utf-8")

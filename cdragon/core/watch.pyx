@@ -133,7 +133,7 @@ cdef class WatchHub:
                     prefix = (<str>v).encode("utf-8")
                 except UnicodeEncodeError:
                     raise ApiError(400, "bad_request", "Prefix contains a lone surrogate escape")
-                if len(prefix) > MAX_KEY_BYTES or b"\0" in prefix:
+                if len(prefix) > MAX_KEY_BYTES or has_byte(prefix, 0):
                     raise ApiError(400, "bad_key", "Prefix must be at most 256 UTF-8 bytes without NUL")
             elif name == "Version":
                 version = as_int64(v, "Version", 0, INT64_MAX)
