@@ -202,7 +202,6 @@ cdef class LockTable:
         """Run the transaction part, then take L (if given), extend or unlock; all of
         it or (ApiError) none of it. Returns the 200 body."""
         cdef Lock U = None
-        cdef bytes lock_part = None
         if t.unlock_id is not None:
             U = self._holder_check(t.acc, t.unlock_id, t.unlock, None, nm)   # re-check after a wait
         run_txn(t, self.srv.store, self.srv)
@@ -214,7 +213,6 @@ cdef class LockTable:
                 U = None
             else:
                 self._take(L, t.lock_dur, owner, nm)
-            lock_part = b'"Lock":%d,"Till":%.3f' % (L.handle, L.till)
         if U is not None:
             # freed now, handed on after this answer is queued (see _finish_releases)
             U.handle = 0
@@ -222,7 +220,9 @@ cdef class LockTable:
             self.dl.clear(U)
             self._changed(U)
             self.releasing.append(U)
-        return txn_body(t, lock_part)
+        if t.lock_id is not None:
+            return txn_body(t, True, L.handle, L.till)
+        return txn_body(t)
 
     cdef void _finish_releases(self, double nm):
         """Grant the locks the answered request released to their next waiters. Runs
@@ -315,7 +315,7 @@ cdef class LockTable:
             L.waiters = None
 
     cdef bytes _lock_body(self, Lock L):
-        return b'{"Lock":%d,"Till":%.3f}' % (L.handle, L.till)
+        return txn_body(_NO_TXN, True, L.handle, L.till)
 
     # ---- REST: /db/{acc}/lock/{name} ----------------------------------------------------
     cdef int rest(self, Server srv, Request r) except -1:

@@ -24,7 +24,7 @@ cdef int handle_db(Server srv, Request r) except -1:
     if t.lock_id is not None or t.unlock_id is not None:
         return srv.locks.begin(srv, r, t)
     cdef bint wrote = run_txn(t, srv.store, srv)
-    r.conn.reply(200, txn_body(t, None), commit_seq(srv, wrote), r.head)
+    r.conn.reply(200, txn_body(t), commit_seq(srv, wrote), r.head)
     return 0
 
 
