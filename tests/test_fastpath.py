@@ -120,6 +120,19 @@ def test_declines_everything_else(raw):
     assert _fast_txn_shape(raw) is None
 
 
+@pytest.mark.parametrize("at", [0, 1, 7, 8, 9, 15, 16, 63, 64, 1000, 1023])
+@pytest.mark.parametrize("bad", ["\\u0041", '\\"', "\t", "\x7f", "é", "\x00"])
+def test_long_values_are_checked_at_every_position(at, bad):
+    """Long strings are scanned eight bytes at a time: a character that makes the
+    general parser's answer differ is caught wherever it sits."""
+    text = "v" * at + bad + "w" * (1030 - at)
+    raw = b'{"KVSet":[{"Key":"k","Value":"' + text.encode() + b'"}]}'
+    assert _fast_txn_shape(raw) is None
+    plain = "v" * at + "x" + "w" * (1030 - at)
+    raw = b'{"KVSet":[{"Key":"k","Value":"' + plain.encode() + b'"}]}'
+    assert _fast_txn_shape(raw)["KVSet"][0][2] == compact(plain)
+
+
 def test_declines_over_the_limits():
     value = b'{"KVSet":[{"Key":"k","Value":"' + b"v" * 98 + b'"}]}'   # a 100-byte value
     assert _fast_txn_shape(value, max_value_bytes=100) is not None
