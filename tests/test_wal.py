@@ -13,6 +13,7 @@ import lmdb
 import pytest
 
 from cdragon import wal
+from cdragon._core import sorted_items
 from cdragon.storage import Storage
 from helpers import assert_error, unique_account
 
@@ -69,6 +70,15 @@ def test_records_read_back_and_stop_at_damage(tmp_path):
     broken[second] ^= 0xFF
     path.write_bytes(bytes(broken))
     assert [lsn for lsn, _, _ in wal.read_records(str(path))] == [1]
+
+
+def test_checkpoint_puts_are_sorted_in_lmdb_order():
+    import random
+    rnd = random.Random(7)
+    d = {bytes(rnd.randrange(256) for _ in range(rnd.randrange(0, 6))): i for i in range(3000)}
+    d.update({b"ab": 1, b"a": 2, b"abc": 3, b"": 4, b"\xff": 5})
+    assert sorted_items(d) == sorted(d.items())
+    assert sorted_items({}) == [] and sorted_items({b"k": 1}) == [(b"k", 1)]
 
 
 def test_rotate_starts_a_new_segment(tmp_path):
