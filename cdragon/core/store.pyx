@@ -137,6 +137,10 @@ cdef class Store:
             self._saw(e)
             self.r_val = e.val
             return e.num
+        return self._kv_stored(k)
+
+    cdef int64_t _kv_stored(self, bytes k) except -1:
+        """kv_read from LMDB alone."""
         raw = self.rtxn.get(k, None, self.db_kv)
         if raw is None:
             self.r_val = None
@@ -193,12 +197,7 @@ cdef class Store:
         if e is not None:
             self.r_val = e.val
             return e.num
-        raw = self.rtxn.get(k, None, self.db_kv)
-        if raw is None:
-            self.r_val = None
-            return 0
-        self.r_val = (<bytes>raw)[8:]
-        return unpack_i64(raw)
+        return self._kv_stored(k)
 
     cdef int64_t durable_revision(self, bytes acc) except -1:
         r = self.durable_revs.get(acc)
