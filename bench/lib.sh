@@ -14,3 +14,21 @@ stop_pid() {
     done
     wait "$pid" 2>/dev/null || true
 }
+
+# install_cleanup STOP_FN: on exit run STOP_FN, remove DATA_DIRS (unless KEEP_DATA=1) and
+# keep the exit status; INT and TERM exit 130 / 143 through it.
+install_cleanup() {
+    CLEANUP_STOP=$1
+    trap _bench_cleanup EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+}
+
+_bench_cleanup() {
+    local rc=$?
+    "$CLEANUP_STOP"
+    if [[ ${KEEP_DATA:-0} != 1 ]]; then
+        for d in "${DATA_DIRS[@]}"; do rm -rf -- "$d"; done
+    fi
+    exit $rc
+}

@@ -98,17 +98,7 @@ stop_server() {  # the server we started, if any
     stop_pid "$pid"
 }
 
-cleanup() {
-    local rc=$?
-    stop_server
-    if [[ $KEEP_DATA != 1 ]]; then
-        for d in "${DATA_DIRS[@]}"; do rm -rf -- "$d"; done
-    fi
-    exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+install_cleanup stop_server   # bench/lib.sh: stop servers, drop data dirs on exit
 
 # start_server NAME CMD...: start CMD pinned to SERVER_CPU, wait for GET /health 200.
 start_server() {

@@ -91,17 +91,7 @@ stop_all() {
     PIDS=()
 }
 
-cleanup() {
-    local rc=$?
-    stop_all
-    if [[ $KEEP_DATA != 1 ]]; then
-        for d in "${DATA_DIRS[@]}"; do rm -rf -- "$d"; done
-    fi
-    exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+install_cleanup stop_all   # bench/lib.sh: stop servers, drop data dirs on exit
 
 ready() {  # ready KIND PORT: 0 when the server answers
     if [[ $1 == redis ]]; then
