@@ -10,6 +10,7 @@ from libc.string cimport memcpy, memcmp
 from libc.stdint cimport int64_t, uint64_t, INT64_MAX, INT64_MIN
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC, CLOCK_REALTIME
 from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
+from cpython.mem cimport PyMem_Realloc
 
 cdef class Server
 cdef class Store

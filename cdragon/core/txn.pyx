@@ -444,6 +444,23 @@ cdef char* _put_ops(char* w, const char* name, Py_ssize_t nn, list ops, int what
     return w + 1
 
 
+cdef char* _scratch = NULL       # where answers are written before they become bytes
+cdef Py_ssize_t _scratch_size = 0
+
+
+cdef char* _scratch_for(Py_ssize_t n) except NULL:
+    """A buffer of at least n bytes, reused (only the event loop thread builds answers)."""
+    global _scratch, _scratch_size
+    cdef void* p
+    if n > _scratch_size:
+        p = PyMem_Realloc(_scratch, n)
+        if p == NULL:
+            raise MemoryError()
+        _scratch = <char*>p
+        _scratch_size = n
+    return _scratch
+
+
 cdef bytes txn_body(Txn t, bint has_lock=False, int64_t handle=0, double till=0):
     """The 200 body of POST /db (empty fields omitted), in one allocation: the answer
     of almost every write. With has_lock, "Lock" and "Till" come first."""
@@ -451,7 +468,6 @@ cdef bytes txn_body(Txn t, bint has_lock=False, int64_t handle=0, double till=0)
     # fixed text (at most 39 with two numbers of up to 20 characters, 67 for Seq)
     cdef Py_ssize_t size = 160
     cdef Op op
-    cdef bytes out
     cdef char* w
     cdef char* start
     for op in t.kvget:
@@ -459,8 +475,7 @@ cdef bytes txn_body(Txn t, bint has_lock=False, int64_t handle=0, double till=0)
     for ops in (t.kvset, t.atomic, t.seqs):
         for op in <list>ops:
             size += 72 + PyBytes_GET_SIZE(op.kj)
-    out = PyBytes_FromStringAndSize(NULL, size)
-    start = w = PyBytes_AS_STRING(out)
+    start = w = _scratch_for(size)
     w[0] = b'{'
     w += 1
     if has_lock:
