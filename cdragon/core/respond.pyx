@@ -81,12 +81,18 @@ class ApiError(Exception):
         cdef dict d = {"Code": self.code, "Message": self.message}
         if self.details:
             d.update(self.details)
-        return (<str>_ujson_dumps(d, ensure_ascii=False, escape_forward_slashes=False)).encode("utf-8")
+        return _error_json(d)
+
+
+cdef bytes _error_json(dict d):
+    # "replace": a message or detail may quote client input (a field name, a key),
+    # which can hold a lone surrogate (from a "\ud800" escape) that UTF-8 cannot
+    # encode; it becomes "?" rather than turning the error into a 500
+    return (<str>_ujson_dumps(d, ensure_ascii=False, escape_forward_slashes=False)).encode("utf-8", "replace")
 
 
 cdef bytes error_body(str code, str message):
-    return (<str>_ujson_dumps({"Code": code, "Message": message}, ensure_ascii=False,
-                              escape_forward_slashes=False)).encode("utf-8")
+    return _error_json({"Code": code, "Message": message})
 
 
 cdef bytes error_response(object err, bint close, bint head):
