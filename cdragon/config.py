@@ -29,8 +29,10 @@ class Config:
     max_seq_count: int = 10_000
     # locks and watches
     max_lock_dur: float = 7 * 24 * 3600.0
+    default_lock_dur: float = 30.0          # LockDur / ?dur when the request has none
     max_lock_wait: float = 300.0
     max_watch_timeout: float = 300.0
+    default_watch_timeout: float = 30.0     # a watch's Timeout / ?timeout when none is sent
     max_waiters_per_key: int = 10_000
     max_waiters: int = 100_000
     max_watchers_per_key: int = 10_000
@@ -97,6 +99,11 @@ def _check(cfg: Config) -> Config:
         raise ConfigError(f"listen must be HOST:PORT, got {cfg.listen!r}") from None
     if not 0 <= port <= 65535:
         raise ConfigError(f"listen port out of range: {port}")
+    # a default above its maximum means the maximum (a max_watch_timeout of 5 makes
+    # watches without a Timeout wait 5 s)
+    for default, top in (("default_lock_dur", "max_lock_dur"), ("default_watch_timeout", "max_watch_timeout")):
+        if getattr(cfg, default) > getattr(cfg, top):
+            cfg = dataclasses.replace(cfg, **{default: getattr(cfg, top)})
     if cfg.max_value_bytes > cfg.max_body_bytes:
         raise ConfigError("max_value_bytes must not exceed max_body_bytes")
     if cfg.initial_map_bytes > cfg.max_storage_bytes:

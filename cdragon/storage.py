@@ -153,6 +153,32 @@ class Storage:
                 self.map_size = self.env.info()["map_size"]
                 log.warning("LMDB map grown to %d bytes to hold acknowledged writes", self.map_size)
 
+    def load_locks(self):
+        """The lock records for the loop's lock table, read at start and after a failed
+        log write (the loop is waiting either way): (the highest handle ever issued,
+        [(key, handle, till, owner)] of the locks not yet expired). Expired records
+        are deleted here."""
+        hw = 0
+        live, stale = [], []
+        now = time.time()
+        with self.env.begin() as txn:
+            raw = txn.get(b"handle", None, self.dbs[b"meta"])
+            if raw is not None:
+                hw = _I64.unpack(raw)[0]
+            for k, v in txn.cursor(self.dbs[b"lock"]):
+                handle = _I64.unpack_from(v)[0]
+                hw = max(hw, handle)
+                till = _EXP.unpack_from(v, 8)[0]
+                if till <= now:
+                    stale.append(k)
+                else:
+                    live.append((k, handle, till, v[16:].decode("utf-8") if len(v) > 16 else None))
+        if stale:
+            with self.env.begin(write=True) as txn:
+                for k in stale:
+                    txn.delete(k, db=self.dbs[b"lock"])
+        return hw, live
+
     # ---- loop side ----------------------------------------------------------------
     def used_bytes(self) -> int:
         """Bytes in pages that hold data now. Pages freed by deletes are reused by later

@@ -168,17 +168,3 @@ cdef int account_ok(bytes acc):
                 or c == b'.' or c == b'_' or c == b'-'):
             return 0
     return 1
-
-
-# ---- Python-visible wrappers for unit tests -------------------------------------------
-def _json_scan(bytes body):
-    return json_scan(body)
-
-def _json_str(bytes utf8):
-    return json_str(utf8)
-
-def _account_ok(bytes acc):
-    return bool(account_ok(acc))
-
-def _pack_roundtrip(int64_t v, double d):
-    return unpack_i64(pack_i64(v)), unpack_f64be(pack_f64be(d)), pack_f64be(d)

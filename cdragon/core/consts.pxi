@@ -1,8 +1,9 @@
-# Limits and tunables that are not user settings (user settings live in Config).
+# Limits and tunables that are not user settings (user settings live in Config and
+# reach the request path through the Limits struct, core/limits.pxd).
 cdef enum:
     MAX_JSON_DEPTH = 512          # API.md: deeper nesting is 400 bad_request
     MAX_KEY_BYTES = 256           # API.md: keys are 1..256 UTF-8 bytes
-    MAX_ACCOUNT_LEN = 64
+    MAX_ACCOUNT_LEN = 64          # API.md: accounts are [A-Za-z0-9._-]{1,64}
     LMDB_NODE_MAX = 2038          # larger nodes go to overflow pages (4 KB pages)
     PAGE_COPY_BYTES = 12288       # pages a checkpoint may copy per record written (3)
     CHECKPOINT_RECORDS = 100000   # checkpoint once this many records wait for LMDB
@@ -10,6 +11,8 @@ cdef enum:
     PURGE_PER_SWEEP = 50000       # ... and at each deadline sweep (every 250 ms)
     SWEEP_INTERVAL_MS = 250       # connection deadline sweep period
     STORAGE_HEADROOM = 1048576    # bytes kept free below max_storage_bytes for deletes
+    SCRATCH_KEEP_BYTES = 1048576  # the answer buffer keeps at most this between answers
+    CLOSE_GRACE_MS = 2000         # a closing connection still open this long is aborted
 
 # time deadline kinds of a connection
 cdef enum:
@@ -17,3 +20,14 @@ cdef enum:
     DL_IDLE = 1
     DL_HEADERS = 2
     DL_BODY = 3
+    DL_CLOSING = 4                # an error was sent; the peer has this long to take it
+
+# request methods, as indexes into a Route's handler table (HEAD is served by GET's)
+cdef enum:
+    M_GET = 0
+    M_HEAD = 1
+    M_POST = 2
+    M_PUT = 3
+    M_DELETE = 4
+    N_METHODS = 5
+    M_OTHER = 5

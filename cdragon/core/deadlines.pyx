@@ -12,20 +12,12 @@ cdef object _heappop = heappop
 
 
 cdef class Timed:
-    """Something with one deadline in the heap."""
-    cdef double dl_when        # 0: no deadline
 
-    cdef void on_time(self, double now):
-        pass
+    cdef int on_time(self, double now) except -1:
+        return 0
 
 
 cdef class Deadlines:
-    cdef object loop
-    cdef list heap
-    cdef int64_t n
-    cdef object handle
-    cdef double armed_at
-    cdef Py_ssize_t live
 
     def __cinit__(self, loop):
         self.loop = loop
@@ -35,7 +27,7 @@ cdef class Deadlines:
         self.armed_at = 0
         self.live = 0
 
-    cdef void set(self, Timed t, double when):
+    cdef int set(self, Timed t, double when) except -1:
         """(Re)schedule `t` at monotonic time `when`."""
         if t.dl_when == 0:
             self.live += 1
@@ -46,21 +38,24 @@ cdef class Deadlines:
             self._compact()
         if self.handle is None or when < self.armed_at:
             self._arm(when)
+        return 0
 
-    cdef void clear(self, Timed t):
+    cdef void clear(self, Timed t) noexcept:
         if t.dl_when != 0:
             t.dl_when = 0
             self.live -= 1
 
-    cdef void _compact(self):
+    cdef int _compact(self) except -1:
         self.heap = [e for e in self.heap if (<Timed>e[2]).dl_when == <double>e[0]]
         heapify(self.heap)
+        return 0
 
-    cdef void _arm(self, double when):
+    cdef int _arm(self, double when) except -1:
         if self.handle is not None:
             self.handle.cancel()
         self.armed_at = when
         self.handle = self.loop.call_later(max(0.0, when - mono_now()), self._fire)
+        return 0
 
     def _fire(self):
         cdef double now = mono_now()
@@ -77,7 +72,11 @@ cdef class Deadlines:
                 continue           # cancelled or moved
             t.dl_when = 0
             self.live -= 1
-            t.on_time(now)
+            try:
+                t.on_time(now)
+            except Exception:
+                # one failing entry must not leave the others (and the timer) dead
+                log.exception("deadline handler failed")
         # drop stale entries at the top so the timer is armed for a live one
         while heap and (<Timed>heap[0][2]).dl_when != <double>heap[0][0]:
             _heappop(heap)
@@ -86,31 +85,3 @@ cdef class Deadlines:
 
     def __len__(self):
         return self.live
-
-
-# ---- Python-visible helper for unit tests ----------------------------------------------
-cdef class _TestTimed(Timed):
-    cdef public list fired
-    cdef public str name
-
-    def __init__(self, str name, list fired):
-        self.name = name
-        self.fired = fired
-
-    cdef void on_time(self, double now):
-        self.fired.append(self.name)
-
-
-def _test_deadlines(loop, list plan):
-    """plan: [(name, delay_s or None to cancel)]; returns (Deadlines, fired list)."""
-    cdef Deadlines d = Deadlines(loop)
-    fired = []
-    objs = {}
-    for name, delay in plan:
-        if name not in objs:
-            objs[name] = _TestTimed(name, fired)
-        if delay is None:
-            d.clear(objs[name])
-        else:
-            d.set(objs[name], mono_now() + delay)
-    return d, fired

@@ -108,6 +108,23 @@ cdef inline bint _fp_member(const unsigned char* p, Py_ssize_t* i, Py_ssize_t n,
     return True
 
 
+cdef inline int _fp_next(const unsigned char* p, Py_ssize_t* i, Py_ssize_t n,
+                         Py_ssize_t* fs, Py_ssize_t* fe, bint first) noexcept:
+    """The member loop of every object the fast path reads. i is at the first token
+    inside the object (first), or just after the previous member's value: 1 and the
+    next member's name at p[fs..fe) with i on its value; 0 at the closing brace (i on
+    it); -1 for anything else."""
+    cdef int sep
+    if first:
+        if i[0] < n and p[i[0]] == b'}':
+            return 0
+    else:
+        sep = _fp_sep(p, i, n, b'}')
+        if sep <= 0:
+            return sep
+    return 1 if _fp_member(p, i, n, fs, fe) else -1
+
+
 cdef inline bint _fp_is(const unsigned char* p, Py_ssize_t a, Py_ssize_t b, const char* word, Py_ssize_t wn) noexcept:
     return b - a == wn and memcmp(p + a, word, wn) == 0
 
@@ -129,101 +146,131 @@ cdef Op _fp_op(bytes acc, const unsigned char* p, Py_ssize_t ks, Py_ssize_t ke):
     return op
 
 
-cdef struct FpLimits:
-    Py_ssize_t max_value_bytes, max_ops
-    double max_lock_dur, max_lock_wait
+cdef Op _fp_entry(bytes acc, const unsigned char* p, Py_ssize_t* pi, Py_ssize_t n,
+                  int kind, Py_ssize_t max_value_bytes):
+    """One Atomic or KVSet entry at p[pi[0]] ('{'): its Op, or None. On success pi[0]
+    is at the closing '}'."""
+    cdef Py_ssize_t i = pi[0], j, fs, fe, ks = 0, ke = 0, vs = 0, ve = 0
+    cdef int r
+    cdef bint first = True
+    cdef Op op
+    cdef int64_t num, add = 0, setv = 0, ifeq = 0, ver = 0
+    cdef bint has_key = False, has_add = False, has_set = False, has_ifeq = False
+    cdef bint has_val = False, has_ver = False
+    if i >= n or p[i] != b'{':
+        return None
+    i = _fp_ws(p, i + 1, n)
+    while True:
+        r = _fp_next(p, &i, n, &fs, &fe, first)
+        first = False
+        if r < 0:
+            return None
+        if r == 0:
+            break
+        if _fp_is(p, fs, fe, "Key", 3):
+            if has_key:
+                return None
+            ks = i
+            i = _fp_key(p, i, n)
+            if i < 0:
+                return None
+            has_key = True
+            ke = i - 1
+        elif kind == FP_ATOMIC:
+            i = _fp_int(p, i, n, &num)
+            if i < 0:
+                return None
+            if _fp_is(p, fs, fe, "Add", 3) and not has_add:
+                has_add = True
+                add = num
+            elif _fp_is(p, fs, fe, "Set", 3) and not has_set:
+                has_set = True
+                setv = num
+            elif _fp_is(p, fs, fe, "IfEq", 4) and not has_ifeq:
+                has_ifeq = True
+                ifeq = num
+            else:
+                return None
+        elif _fp_is(p, fs, fe, "Value", 5) and not has_val:
+            has_val = True
+            vs = i
+            if i < n and p[i] == b'"':
+                j = _fp_str(p, i, n)
+                if j < 0:
+                    return None
+                i = j + 1
+            else:
+                i = _fp_int(p, i, n, &num)
+                if i < 0:
+                    return None
+            ve = i
+        elif _fp_is(p, fs, fe, "Version", 7) and not has_ver:
+            i = _fp_int(p, i, n, &ver)
+            if i < 0 or ver < 0:
+                return None
+            has_ver = True
+        else:
+            return None
+    if not has_key:
+        return None
+    op = _fp_op(acc, p, ks, ke)
+    if kind == FP_ATOMIC:
+        if has_add == has_set or (has_add and has_ifeq):
+            return None
+        op.n = add if has_add else setv
+        op.is_set = has_set
+        op.ifeq = ifeq
+        op.has_ifeq = has_ifeq
+    else:
+        if not has_val or ve - vs > max_value_bytes:
+            return None
+        op.val = PyBytes_FromStringAndSize(<const char*>p + vs, ve - vs)
+        op.n = ver
+        op.has_ver = has_ver
+    pi[0] = i
+    return op
 
 
 cdef list _fp_entries(bytes acc, const unsigned char* p, Py_ssize_t* pi, Py_ssize_t n,
                       int kind, Py_ssize_t max_value_bytes):
     """The Atomic or KVSet list that starts at p[pi[0]] ('['): its Ops, or None.
     On success pi[0] is at the closing ']'."""
-    cdef Py_ssize_t i = pi[0], j, fs, fe, ks, ke, vs, ve
+    cdef Py_ssize_t i = pi[0]
     cdef int sep
     cdef Op op
     cdef list ops = []
-    cdef int64_t num, add, setv, ifeq, ver
-    cdef bint has_key, has_add, has_set, has_ifeq, has_val, has_ver
     if i >= n or p[i] != b'[':
         return None
     i = _fp_ws(p, i + 1, n)
-    while True:                                   # the entries
-        if i >= n or p[i] != b'{':
+    while True:
+        op = _fp_entry(acc, p, &i, n, kind, max_value_bytes)
+        if op is None:
             return None
-        i = _fp_ws(p, i + 1, n)
-        has_key = has_add = has_set = has_ifeq = has_val = has_ver = False
-        ks = ke = vs = ve = 0
-        add = setv = ifeq = ver = 0
-        while True:                               # the entry's fields
-            if not _fp_member(p, &i, n, &fs, &fe):
-                return None
-            if _fp_is(p, fs, fe, "Key", 3):
-                if has_key:
-                    return None
-                ks = i
-                i = _fp_key(p, i, n)
-                if i < 0:
-                    return None
-                has_key = True
-                ke = i - 1
-            elif kind == FP_ATOMIC:
-                i = _fp_int(p, i, n, &num)
-                if i < 0:
-                    return None
-                if _fp_is(p, fs, fe, "Add", 3) and not has_add:
-                    has_add = True
-                    add = num
-                elif _fp_is(p, fs, fe, "Set", 3) and not has_set:
-                    has_set = True
-                    setv = num
-                elif _fp_is(p, fs, fe, "IfEq", 4) and not has_ifeq:
-                    has_ifeq = True
-                    ifeq = num
-                else:
-                    return None
-            elif _fp_is(p, fs, fe, "Value", 5) and not has_val:
-                has_val = True
-                vs = i
-                if i < n and p[i] == b'"':
-                    j = _fp_str(p, i, n)
-                    if j < 0:
-                        return None
-                    i = j + 1
-                else:
-                    i = _fp_int(p, i, n, &num)
-                    if i < 0:
-                        return None
-                ve = i
-            elif _fp_is(p, fs, fe, "Version", 7) and not has_ver:
-                i = _fp_int(p, i, n, &ver)
-                if i < 0 or ver < 0:
-                    return None
-                has_ver = True
-            else:
-                return None
-            sep = _fp_sep(p, &i, n, b'}')
-            if sep < 0:
-                return None
-            if sep == 0:
-                break
-        if not has_key:
-            return None
-        op = _fp_op(acc, p, ks, ke)
-        if kind == FP_ATOMIC:
-            if has_add == has_set or (has_add and has_ifeq):
-                return None
-            op.n = add if has_add else setv
-            op.is_set = has_set
-            op.ifeq = ifeq
-            op.has_ifeq = has_ifeq
-        else:
-            if not has_val or ve - vs > max_value_bytes:
-                return None
-            op.val = PyBytes_FromStringAndSize(<const char*>p + vs, ve - vs)
-            op.n = ver
-            op.has_ver = has_ver
         ops.append(op)
         i += 1
+        sep = _fp_sep(p, &i, n, b']')
+        if sep < 0:
+            return None
+        if sep == 0:
+            pi[0] = i
+            return ops
+
+
+cdef list _fp_keys(bytes acc, const unsigned char* p, Py_ssize_t* pi, Py_ssize_t n):
+    """The KVGet list of key strings at p[pi[0]] ('['): its Ops, or None. On success
+    pi[0] is at the closing ']'."""
+    cdef Py_ssize_t i = pi[0], j
+    cdef int sep
+    cdef list ops = []
+    if i >= n or p[i] != b'[':
+        return None
+    i = _fp_ws(p, i + 1, n)
+    while True:
+        j = _fp_key(p, i, n)
+        if j < 0:
+            return None
+        ops.append(_fp_op(acc, p, i, j - 1))
+        i = j
         sep = _fp_sep(p, &i, n, b']')
         if sep < 0:
             return None
@@ -243,146 +290,112 @@ cdef inline Py_ssize_t _fp_key(const unsigned char* p, Py_ssize_t i, Py_ssize_t 
     return j + 1
 
 
-cdef Txn fast_txn(bytes acc, bytes body, FpLimits* lim):
+cdef struct FpLock:
+    # the lock members seen so far (the Txn holds the names)
+    bint has_dur, has_wait
+    int64_t dur, wait, unlock
+
+
+cdef bint _fp_top_member(Txn t, const unsigned char* p, Py_ssize_t* pi, Py_ssize_t n,
+                         Py_ssize_t fs, Py_ssize_t fe, Limits* lim, FpLock* lk) except -1:
+    """One member of the body (its name p[fs..fe), its value at pi[0]) into t or lk;
+    False if the fast path declines it. pi[0] ends just after the value."""
+    cdef Py_ssize_t i = pi[0], j
+    cdef int64_t num
+    cdef list ops
+    if _fp_is(p, fs, fe, "Atomic", 6) or _fp_is(p, fs, fe, "KVSet", 5):
+        if (t.atomic if fe - fs == 6 else t.kvset) is not _NO_OPS:
+            return False                          # a repeated member
+        ops = _fp_entries(t.acc, p, &i, n, FP_ATOMIC if fe - fs == 6 else FP_KVSET, lim.max_value_bytes)
+        if ops is None:
+            return False
+        if fe - fs == 6:
+            t.atomic = ops
+        else:
+            t.kvset = ops
+        i += 1
+    elif _fp_is(p, fs, fe, "KVGet", 5) and t.kvget is _NO_OPS:
+        ops = _fp_keys(t.acc, p, &i, n)
+        if ops is None:
+            return False
+        t.kvget = ops
+        i += 1
+    elif (_fp_is(p, fs, fe, "LockID", 6) and t.lock_id is None) or (
+            _fp_is(p, fs, fe, "UnlockID", 8) and t.unlock_id is None):
+        j = _fp_key(p, i, n)
+        if j < 0:
+            return False
+        if fe - fs == 6:
+            t.lock_id = PyBytes_FromStringAndSize(<const char*>p + i + 1, j - i - 2)
+        else:
+            t.unlock_id = PyBytes_FromStringAndSize(<const char*>p + i + 1, j - i - 2)
+        i = j
+    else:
+        i = _fp_int(p, i, n, &num)
+        if i < 0:
+            return False
+        if _fp_is(p, fs, fe, "LockDur", 7) and not lk.has_dur:
+            if num <= 0 or num > lim.max_lock_dur:
+                return False
+            lk.has_dur = True
+            lk.dur = num
+        elif _fp_is(p, fs, fe, "LockWait", 8) and not lk.has_wait:
+            if num < 0 or num > lim.max_lock_wait:
+                return False
+            lk.has_wait = True
+            lk.wait = num
+        elif _fp_is(p, fs, fe, "Unlock", 6) and lk.unlock == 0:
+            if num < 1:
+                return False
+            lk.unlock = num
+        else:
+            return False
+    pi[0] = i
+    return True
+
+
+cdef Txn fast_txn(bytes acc, bytes body, Limits* lim):
     """The Txn of a body of the shapes above, or None (then parse_txn decides)."""
     cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(body)
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(body), i, j, fs, fe
-    cdef int sep
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(body), i, fs, fe
+    cdef int r
+    cdef bint first = True
     cdef Txn t
-    cdef list atomic = None, kvset = None, kvget = None
-    cdef object lock_id = None, unlock_id = None
-    cdef int64_t num, dur = 0, wait = 0, unlock = 0
-    cdef bint has_dur = False, has_wait = False
-    cdef Py_ssize_t nops
+    cdef FpLock lk
+    lk.has_dur = lk.has_wait = False
+    lk.dur = lk.wait = lk.unlock = 0
     i = _fp_ws(p, 0, n)
     if i >= n or p[i] != b'{':
         return None
     i = _fp_ws(p, i + 1, n)
-    while True:                                   # the members
-        if not _fp_member(p, &i, n, &fs, &fe):
+    t = new_txn(acc, _NO_OPS)
+    while True:
+        r = _fp_next(p, &i, n, &fs, &fe, first)
+        first = False
+        if r < 0:
             return None
-        if _fp_is(p, fs, fe, "Atomic", 6) and atomic is None:
-            atomic = _fp_entries(acc, p, &i, n, FP_ATOMIC, lim.max_value_bytes)
-            if atomic is None:
-                return None
-            i += 1
-        elif _fp_is(p, fs, fe, "KVSet", 5) and kvset is None:
-            kvset = _fp_entries(acc, p, &i, n, FP_KVSET, lim.max_value_bytes)
-            if kvset is None:
-                return None
-            i += 1
-        elif _fp_is(p, fs, fe, "KVGet", 5) and kvget is None:
-            if i >= n or p[i] != b'[':
-                return None
-            kvget = []
-            i = _fp_ws(p, i + 1, n)
-            while True:
-                j = _fp_key(p, i, n)
-                if j < 0:
-                    return None
-                kvget.append(_fp_op(acc, p, i, j - 1))
-                i = j
-                sep = _fp_sep(p, &i, n, b']')
-                if sep < 0:
-                    return None
-                if sep == 0:
-                    break
-            i += 1
-        elif (_fp_is(p, fs, fe, "LockID", 6) and lock_id is None) or (
-                _fp_is(p, fs, fe, "UnlockID", 8) and unlock_id is None):
-            j = _fp_key(p, i, n)
-            if j < 0:
-                return None
-            if fe - fs == 6:
-                lock_id = PyBytes_FromStringAndSize(<const char*>p + i + 1, j - i - 2)
-            else:
-                unlock_id = PyBytes_FromStringAndSize(<const char*>p + i + 1, j - i - 2)
-            i = j
-        else:
-            i = _fp_int(p, i, n, &num)
-            if i < 0:
-                return None
-            if _fp_is(p, fs, fe, "LockDur", 7) and not has_dur:
-                if num <= 0 or num > lim.max_lock_dur:
-                    return None
-                has_dur = True
-                dur = num
-            elif _fp_is(p, fs, fe, "LockWait", 8) and not has_wait:
-                if num < 0 or num > lim.max_lock_wait:
-                    return None
-                has_wait = True
-                wait = num
-            elif _fp_is(p, fs, fe, "Unlock", 6) and unlock == 0:
-                if num < 1:
-                    return None
-                unlock = num
-            else:
-                return None
-        sep = _fp_sep(p, &i, n, b'}')
-        if sep < 0:
-            return None
-        if sep == 0:
+        if r == 0:
             break
+        if not _fp_top_member(t, p, &i, n, fs, fe, lim, &lk):
+            return None
     if _fp_ws(p, i + 1, n) != n:
         return None
     # the checks of parse_txn; any that would fail leaves the body to it
-    nops = (0 if atomic is None else len(atomic)) + (0 if kvset is None else len(kvset)) + (
-        0 if kvget is None else len(kvget))
-    if nops > lim.max_ops or ((has_dur or has_wait) and lock_id is None):
+    t.nops = len(t.atomic) + len(t.kvset) + len(t.kvget)
+    if t.nops > lim.max_ops or ((lk.has_dur or lk.has_wait) and t.lock_id is None):
         return None
-    if (unlock == 0) != (unlock_id is None):
+    if (lk.unlock == 0) != (t.unlock_id is None):
         return None
-    if nops == 0 and lock_id is None and unlock_id is None:
+    if t.nops == 0 and t.lock_id is None and t.unlock_id is None:
         return None
-    if (atomic is not None and not _fp_distinct(atomic)) or (kvset is not None and not _fp_distinct(kvset)):
+    if not _fp_distinct(t.atomic) or not _fp_distinct(t.kvset):
         return None
-    t = new_txn(acc, _NO_OPS)
-    if atomic is not None:
-        t.atomic = atomic
-    if kvset is not None:
-        t.kvset = kvset
-    if kvget is not None:
-        t.kvget = kvget
-    t.nops = nops
-    t.lock_id = lock_id
-    t.unlock_id = unlock_id
-    t.unlock = unlock
-    t.lock_dur = dur if has_dur else 30.0
-    t.lock_wait = wait
+    t.unlock = lk.unlock
+    t.lock_dur = lk.dur if lk.has_dur else lim.default_lock_dur
+    t.lock_wait = lk.wait
     return t
 
 
-cdef bint _fp_distinct(list ops):
+cdef bint _fp_distinct(list ops) except -1:
     cdef Op o
     return len(ops) < 2 or len({o.k for o in ops}) == len(ops)
-
-
-# ---- Python-visible wrapper for unit tests ---------------------------------------------
-def _fast_txn_shape(bytes body, Py_ssize_t max_value_bytes=512 * 1024, Py_ssize_t max_ops=1000,
-                    double max_lock_dur=7 * 24 * 3600.0, double max_lock_wait=300.0):
-    """What fast_txn makes of a body for account "acc": None, or a dict of the Txn's
-    parts: Atomic [(key JSON, record key, n, is_set, has_ifeq, ifeq)], KVSet [(key JSON,
-    record key, value JSON, has_version, version)], KVGet [(key JSON, record key)],
-    and LockID, LockDur, LockWait, UnlockID, Unlock."""
-    cdef FpLimits lim
-    cdef Txn t
-    cdef Op op
-    lim.max_value_bytes = max_value_bytes
-    lim.max_ops = max_ops
-    lim.max_lock_dur = max_lock_dur
-    lim.max_lock_wait = max_lock_wait
-    t = fast_txn(b"acc", body, &lim)
-    if t is None:
-        return None
-    out = {}
-    if t.atomic:
-        out["Atomic"] = [(op.kj, op.k, op.n, op.is_set, op.has_ifeq, op.ifeq) for op in t.atomic]
-    if t.kvset:
-        out["KVSet"] = [(op.kj, op.k, op.val, op.has_ver, op.n) for op in t.kvset]
-    if t.kvget:
-        out["KVGet"] = [(op.kj, op.k) for op in t.kvget]
-    if t.lock_id is not None:
-        out.update(LockID=t.lock_id, LockDur=t.lock_dur, LockWait=t.lock_wait)
-    if t.unlock_id is not None:
-        out.update(UnlockID=t.unlock_id, Unlock=t.unlock)
-    return out

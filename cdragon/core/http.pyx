@@ -5,12 +5,10 @@
 # Stops reading under backpressure (too many requests in flight, or the transport's
 # write buffer over its high-water mark). Never touches storage directly.
 
-from collections import deque
 import httptools
 
 cdef object HttpRequestParser = httptools.HttpRequestParser
 cdef object HttpParserUpgrade = httptools.HttpParserUpgrade
-cdef object _deque = deque
 
 
 cdef bytes KEEP_ALIVE_10 = b"Connection: keep-alive\r\n"
@@ -53,42 +51,10 @@ class _Abort(Exception):
 
 @cython.freelist(1024)
 cdef class Slot:
-    """One response position in a connection's pipeline."""
-    cdef bytes data        # the framed response; None until ready
-    cdef int64_t seq       # batch that must be durable before it may be sent
-    cdef bint close        # close the connection after sending
-    cdef bint head         # HEAD request: framed without a body
-    cdef object owner      # lock waiter / watcher holding this slot, if any
+    pass
 
 
 cdef class Conn:
-    # -- global ------------------------------------------------------------------------
-    cdef Server srv
-    cdef object transport
-    cdef object parser
-    # -- per request ---------------------------------------------------------------------
-    cdef object url
-    cdef bytes body1              # the body, when it came in one piece (the usual case)
-    cdef list body_parts          # more pieces, when it did not
-    cdef Py_ssize_t body_len
-    cdef Py_ssize_t hdr_bytes
-    cdef Py_ssize_t partial_hdr
-    cdef bint in_request, in_headers, began_in_chunk
-    cdef bint expect_continue, bad_expect, want_close, http10
-    cdef int64_t content_length
-    cdef bytes fatal              # a response to send, then close (set before _Abort)
-    # -- per connection ------------------------------------------------------------------
-    cdef list q                   # Slots waiting to be sent, in order (short: a list
-                                  # with typed appends beats a deque's method calls)
-    cdef list out                 # ready bytes collected during one data_received
-    cdef bint in_feed
-    cdef bint chunk_http11        # this chunk starts with an HTTP/1.1 request line
-    cdef bint line_http11         # ... and the current request is that one
-    cdef int64_t reg_seq          # highest batch this connection is registered with
-    cdef bint closing, closed, eof, read_paused, write_paused
-    cdef public double deadline
-    cdef public int dl_kind
-
     def __cinit__(self, Server srv):
         self.srv = srv
         self.q = []
@@ -107,8 +73,7 @@ cdef class Conn:
         self.transport = transport
         if not self.srv.conn_open(self):
             self.closing = True
-            transport.write(frame(429, error_body("too_many", "connection limit reached"), True, False,
-                                  False, b"Retry-After: 1\r\n"))
+            transport.write(E_TOO_MANY_CONNECTIONS.closing_frame)
             transport.close()
             return
         self.parser = HttpRequestParser(self)
@@ -155,23 +120,23 @@ cdef class Conn:
         try:
             self.parser.feed_data(data)
         except HttpParserUpgrade:
-            self._fail(400, "bad_request", "protocol upgrade is not supported")
+            self._fail(E_UPGRADE.closing_frame)
         except Exception as e:
             if self.fatal is not None:
                 self._emit_close(self.fatal)
             elif not self.closing:
                 if "HTTP version" in str(e):
-                    self._fail(505, "http_version_not_supported", "only HTTP/1.0 and HTTP/1.1 are served")
+                    self._fail(E_HTTP_VERSION.closing_frame)
                 else:
-                    self._fail(400, "bad_request", "malformed HTTP request: " + str(e))
+                    self._fail(frame(400, error_body("bad_request", "malformed HTTP request: " + str(e)), True))
         self.in_feed = False
         self.srv.now_fresh = False
         if self.in_headers and not self.began_in_chunk and not self.closing:
             self.partial_hdr += len(data)
-            if self.partial_hdr > self.srv.max_header_bytes:
-                self._fail(431, "headers_too_large", "request line and headers over the limit")
+            if self.partial_hdr > self.srv.lim.max_header_bytes:
+                self._fail(E_HEADERS_TOO_LARGE.closing_frame)
         self._write_out()
-        if len(self.q) >= self.srv.max_pipeline:
+        if len(self.q) >= self.srv.lim.max_pipeline:
             self._pause_reading()
 
     # ---- parser callbacks (kept tiny: each is a Python call per event) -----------------
@@ -196,14 +161,14 @@ cdef class Conn:
     def on_url(self, bytes url):
         self.url = url if self.url is None else self.url + url
         self.hdr_bytes += len(url)
-        if self.hdr_bytes > self.srv.max_header_bytes:
-            self._abort(431, "headers_too_large", "request line and headers over the limit")
+        if self.hdr_bytes > self.srv.lim.max_header_bytes:
+            self._abort(E_HEADERS_TOO_LARGE.closing_frame)
 
     def on_header(self, bytes name, bytes value):
         cdef Py_ssize_t n = len(name)
         self.hdr_bytes += n + len(value) + 4
-        if self.hdr_bytes > self.srv.max_header_bytes:
-            self._abort(431, "headers_too_large", "request line and headers over the limit")
+        if self.hdr_bytes > self.srv.lim.max_header_bytes:
+            self._abort(E_HEADERS_TOO_LARGE.closing_frame)
         if n == 6 and name.lower() == b"expect":
             if value.lower() == b"100-continue":
                 self.expect_continue = True
@@ -220,19 +185,19 @@ cdef class Conn:
             ver = self.parser.get_http_version()
             self.http10 = ver == "1.0"
             if ver != "1.1" and ver != "1.0":
-                self._abort(505, "http_version_not_supported", "only HTTP/1.0 and HTTP/1.1 are served")
+                self._abort(E_HTTP_VERSION.closing_frame)
         if self.bad_expect:
-            self._abort(417, "expectation_failed", "only Expect: 100-continue is supported")
-        if self.content_length > self.srv.max_body_bytes:
-            self._abort(413, "too_large", "body over the limit of %d bytes" % self.srv.max_body_bytes)
+            self._abort(E_BAD_EXPECT.closing_frame)
+        if self.content_length > self.srv.lim.max_body_bytes:
+            self._abort(self.srv.body_too_large.closing_frame)
         self._set_deadline(DL_BODY)
         if self.expect_continue:
             self._queue_ready(CONTINUE_100)
 
     def on_body(self, bytes body):
         self.body_len += len(body)
-        if self.body_len > self.srv.max_body_bytes:
-            self._abort(413, "too_large", "body over the limit of %d bytes" % self.srv.max_body_bytes)
+        if self.body_len > self.srv.lim.max_body_bytes:
+            self._abort(self.srv.body_too_large.closing_frame)
         if self.body1 is None:
             self.body1 = body
         else:
@@ -259,20 +224,20 @@ cdef class Conn:
             raise _Abort()        # and no further pipelined request is read
 
     # ---- responding ------------------------------------------------------------------
-    cdef inline void reply(self, int status, bytes body, int64_t seq, bint head, bint text=False):
+    cdef int reply(self, int status, bytes body, int64_t seq, bint head, bint text=False) except -1:
         """Answer the current request (framed with its close/HEAD flags)."""
         self.respond(frame(status, body, self.want_close, head, text,
                            KEEP_ALIVE_10 if self.http10 and not self.want_close else None),
                      seq, self.want_close, head)
 
-    cdef void reply_error(self, object err, int64_t seq, bint head):
+    cdef int reply_error(self, object err, int64_t seq, bint head) except -1:
         self.respond(error_response(err, self.want_close, head), seq, self.want_close, head)
 
-    cdef void respond(self, bytes data, int64_t seq, bint close, bint head):
+    cdef int respond(self, bytes data, int64_t seq, bint close, bint head) except -1:
         cdef Slot s
         if not self.q and seq <= self.srv.store.durable_seq:
             self._emit(data, close)
-            return
+            return 0
         s = Slot.__new__(Slot)
         s.data = data
         s.seq = seq
@@ -293,7 +258,7 @@ cdef class Conn:
         self.q.append(s)
         return s
 
-    cdef void fill(self, Slot s, bytes data, int64_t seq):
+    cdef int fill(self, Slot s, bytes data, int64_t seq) except -1:
         s.data = data
         s.seq = seq
         s.owner = None
@@ -303,12 +268,12 @@ cdef class Conn:
         else:
             self.flush()
 
-    cdef void deliver(self, Slot s, bytes data, double now):
+    cdef int deliver(self, Slot s, bytes data, double now) except -1:
         """fill() for a durable answer, fast when the slot is first in line (a watcher
         fan-out: one write per connection and nothing else)."""
         if self.closed or not self.q or self.q[0] is not s or self.in_feed:
             self.fill(s, data, 0)
-            return
+            return 0
         del self.q[0]
         s.owner = None
         self.transport.write(data)
@@ -317,19 +282,19 @@ cdef class Conn:
                 self.transport.close()
             else:
                 self.dl_kind = DL_IDLE
-                self.deadline = now + self.srv.idle_timeout
+                self.deadline = now + self.srv.lim.idle_timeout
                 if self.read_paused:
                     self._maybe_resume_reading()
         else:
             self.flush()
 
-    cdef void _register(self, int64_t seq):
+    cdef int _register(self, int64_t seq) except -1:
         cdef Batch b = self.srv.store.batch_for(seq)
         if b is not None:
             b.conns.append(self)
             self.reg_seq = seq
 
-    cdef void _queue_ready(self, bytes data):
+    cdef int _queue_ready(self, bytes data) except -1:
         cdef Slot s
         if not self.q:
             self._emit(data, False)
@@ -339,12 +304,12 @@ cdef class Conn:
             s.seq = 0
             self.q.append(s)
 
-    cdef void flush(self):
+    cdef int flush(self) except -1:
         """Send every answer at the head of the pipeline that may go out now."""
         cdef Slot s
         cdef int64_t durable = self.srv.store.durable_seq
         if self.closed:
-            return
+            return 0
         while self.q:
             s = <Slot>self.q[0]
             if s.data is None or s.seq > durable:
@@ -358,7 +323,7 @@ cdef class Conn:
             self._write_out()
         self._maybe_resume_reading()
 
-    cdef void fail_pending(self, int64_t lo, int64_t hi, object err):
+    cdef int fail_pending(self, int64_t lo, int64_t hi, object err) except -1:
         """Replace the answers waiting on batches lo..hi (which failed) with err."""
         cdef Slot s
         for s in self.q:
@@ -366,12 +331,12 @@ cdef class Conn:
                 s.data = error_response(err, s.close, s.head)
                 s.seq = 0
 
-    cdef inline void _emit(self, bytes data, bint close):
+    cdef int _emit(self, bytes data, bint close) except -1:
         self.out.append(data)
         if close:
             self.closing = True
 
-    cdef void _emit_close(self, bytes data):
+    cdef int _emit_close(self, bytes data) except -1:
         # an error that ends the connection still waits behind earlier answers
         cdef Slot s
         if self.q:
@@ -385,7 +350,7 @@ cdef class Conn:
         else:
             self._emit(data, True)
 
-    cdef void _write_out(self):
+    cdef int _write_out(self) except -1:
         cdef list out = self.out
         if out and not self.closed:
             if len(out) == 1:
@@ -396,61 +361,86 @@ cdef class Conn:
         if self.closing and not self.q:
             if not self.closed:
                 self.transport.close()
+                # close() waits until the answer is written out; a peer that does not
+                # read could hold the connection that way, so the sweep aborts it later
+                self._set_deadline(DL_CLOSING)
         elif not self.q and not self.in_request:
             if self.eof:
                 self.transport.close()
             else:
                 self._set_deadline(DL_IDLE)   # during shutdown, Server.close_idle ends it
+        return 0
 
-    cdef void _fail(self, int status, str code, str message):
-        self._emit_close(frame(status, error_body(code, message), True, False))
+    cdef int _fail(self, bytes data) except -1:
+        """Answer `data` (a closing error frame) after the answers before it, then close."""
+        self._emit_close(data)
         self.in_request = False
+        return 0
 
-    cdef void _abort(self, int status, str code, str message) except *:
-        self.fatal = frame(status, error_body(code, message), True, False)
+    cdef int _abort(self, bytes data) except -1:
+        """_fail from inside a parser callback: parsing stops here."""
+        self.fatal = data
         self.in_request = False
         raise _Abort()
 
     # ---- flow control and deadlines ----------------------------------------------------
-    cdef void _pause_reading(self):
+    cdef int _pause_reading(self) except -1:
         if not self.read_paused and not self.closed:
             self.read_paused = True
             self.transport.pause_reading()
+        return 0
 
-    cdef void _maybe_resume_reading(self):
+    cdef int _maybe_resume_reading(self) except -1:
         if (self.read_paused and not self.write_paused and not self.closing and not self.closed
-                and len(self.q) < self.srv.max_pipeline // 2):
+                and len(self.q) < self.srv.lim.max_pipeline // 2):
             self.read_paused = False
             self.transport.resume_reading()
+        return 0
 
-    cdef void _set_deadline(self, int kind):
+    cdef void _set_deadline(self, int kind) noexcept:
         cdef double span
         if kind == DL_IDLE:
-            span = self.srv.idle_timeout
+            span = self.srv.lim.idle_timeout
         elif kind == DL_HEADERS:
-            span = self.srv.header_timeout
+            span = self.srv.lim.header_timeout
+        elif kind == DL_BODY:
+            span = self.srv.lim.body_timeout
         else:
-            span = self.srv.body_timeout
+            span = CLOSE_GRACE_MS / 1000.0
         self.dl_kind = kind
         self.deadline = (self.srv.now if self.srv.now_fresh else mono_now()) + span
 
-    cdef void on_deadline(self):
+    cdef int on_deadline(self) except -1:
         """Called by the sweep when `deadline` has passed."""
         cdef int kind = self.dl_kind
         self.dl_kind = DL_NONE
-        if self.closing or self.closed:
-            return
-        if kind == DL_IDLE:
+        if self.closed:
+            return 0
+        if kind == DL_CLOSING:
+            self.kill()
+        elif self.closing:
+            pass       # closing once the answers still owed are sent (their own waits)
+        elif kind == DL_IDLE:
             self.closing = True
             self.transport.close()
+            self._set_deadline(DL_CLOSING)
         elif kind == DL_HEADERS or kind == DL_BODY:
-            self._emit_close(frame(408, error_body("request_timeout",
-                             "request headers not received in time" if kind == DL_HEADERS
-                             else "request body not received in time"), True, False))
+            self._emit_close((E_HEADER_TIMEOUT if kind == DL_HEADERS else E_BODY_TIMEOUT).closing_frame)
             self.in_request = False
             self._write_out()
+        return 0
 
-    cdef void _drop_owners(self):
+    cdef int kill(self) noexcept:
+        """Drop the connection now, without waiting to write what is buffered."""
+        self.closing = True
+        self.dl_kind = DL_NONE
+        try:
+            self.transport.abort()
+        except Exception:
+            pass         # already gone: connection_lost follows or has run
+        return 0
+
+    cdef int _drop_owners(self) except -1:
         """The client went away: lock waiters and watchers on this connection leave."""
         cdef Slot s
         for s in self.q:
@@ -458,7 +448,7 @@ cdef class Conn:
                 self.srv.drop_owner(s.owner)
                 s.owner = None
 
-    cdef void _cut_at_dropped(self):
+    cdef int _cut_at_dropped(self) except -1:
         cdef Slot s
         for s in self.q:
             if s.data is None:
@@ -468,7 +458,7 @@ cdef class Conn:
                 break
         self.flush()
 
-    cdef void shutdown_idle(self):
+    cdef int shutdown_idle(self) except -1:
         if not self.q and not self.in_request and not self.closing and not self.closed:
             self.closing = True
             self.transport.close()

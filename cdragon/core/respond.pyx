@@ -1,6 +1,6 @@
-# Respond: the status-line table, response framing (Content-Length, Content-Type,
-# Connection: close) and the JSON error bodies of API.md. Prebuilt prefixes so a
-# response costs one join.
+# Respond: the status-line table and response framing (Content-Length, Content-Type,
+# Connection: close), from prebuilt prefixes so that a response costs one allocation.
+# The error answers themselves are in errors.pyx.
 
 cdef dict STATUS_TEXT = {
     100: b"Continue", 200: b"OK", 400: b"Bad Request", 401: b"Unauthorized",
@@ -66,39 +66,3 @@ cdef bytes frame(int status, bytes body, bint close=False, bint head=False,
     return out
 
 
-class ApiError(Exception):
-    """An API.md error: status, Code, Message and optional detail fields."""
-
-    def __init__(self, int status, str code, str message, dict details=None, bytes headers=None):
-        Exception.__init__(self, message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.details = details
-        self.headers = headers
-
-    def body(self):
-        cdef dict d = {"Code": self.code, "Message": self.message}
-        if self.details:
-            d.update(self.details)
-        return _error_json(d)
-
-
-cdef bytes _error_json(dict d):
-    # "replace": a message or detail may quote client input (a field name, a key),
-    # which can hold a lone surrogate (from a "\ud800" escape) that UTF-8 cannot
-    # encode; it becomes "?" rather than turning the error into a 500
-    return (<str>_ujson_dumps(d, ensure_ascii=False, escape_forward_slashes=False)).encode("utf-8", "replace")
-
-
-cdef bytes error_body(str code, str message):
-    return _error_json({"Code": code, "Message": message})
-
-
-cdef bytes error_response(object err, bint close, bint head):
-    return frame(err.status, err.body(), close, head, False, err.headers)
-
-
-# ---- Python-visible wrapper for unit tests -------------------------------------------
-def _frame(int status, bytes body, bint close=False, bint head=False, bint text=False):
-    return frame(status, body, close, head, text)

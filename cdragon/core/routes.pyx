@@ -1,37 +1,21 @@
-# Routes: (method, path) -> handler. Splits the URL, checks the account and key rules,
-# answers 404/405, and turns every ApiError raised below into its JSON answer. The
-# handlers themselves live in txn.pyx (POST /db) and resources.pyx (REST endpoints).
+# Routes: the route table and the router. A route family is data: a Route names its
+# handler for each method, which methods write, and which are still served during
+# shutdown. The router splits the URL, finds the Route, checks the account and key
+# rules, answers 404/405/503 from the table, calls the handler, and turns every
+# ApiError raised below into its JSON answer. Adding a route family is one Route and
+# its handler functions (resources.pyx, locks.pyx, watch.pyx).
 
 from urllib.parse import unquote_to_bytes, parse_qsl
 
 cdef object _unquote_to_bytes = unquote_to_bytes
 cdef object _parse_qsl = parse_qsl
 
-cdef enum Route:
-    R_NONE = 0
-    R_DB = 1
-    R_KV = 2
-    R_COUNTER = 3
-    R_SEQUENCE = 4
-    R_LOCK = 5
-    R_WATCH = 6
-    R_HEALTH = 7
-    R_READY = 8
-
-cdef dict RESOURCE_KINDS = {b"kv": R_KV, b"counter": R_COUNTER, b"sequence": R_SEQUENCE, b"lock": R_LOCK}
+cdef dict METHODS = {b"GET": M_GET, b"HEAD": M_HEAD, b"POST": M_POST, b"PUT": M_PUT, b"DELETE": M_DELETE}
+cdef tuple METHOD_NAMES = ("GET", "HEAD", "POST", "PUT", "DELETE")
 
 
 @cython.freelist(64)
 cdef class Request:
-    """What a handler needs to know about the request it answers."""
-    cdef Conn conn
-    cdef bytes method
-    cdef bytes acc
-    cdef bytes key          # resource key (percent-decoded), or None
-    cdef bytes query        # raw query string, or None
-    cdef bytes body
-    cdef bint head
-    cdef dict _params
 
     cdef dict params(self):
         """Query parameters, percent-decoded; a parameter without '=' maps to ''."""
@@ -40,22 +24,100 @@ cdef class Request:
         return self._params
 
 
-cdef _not_found(str what):
-    return ApiError(404, "not_found", what)
+cdef class Route:
+    pass
+
+
+cdef Route route(str template, Handler get, Handler post, Handler put, Handler delete,
+                 bint post_writes=True):
+    """A Route from its handlers. PUT and DELETE write; POST writes unless
+    post_writes is False (a watch); what writes is refused once shutdown began."""
+    cdef Route r = Route.__new__(Route)
+    cdef int m
+    cdef list names = []
+    r.template = template
+    r.handlers[M_GET] = get
+    r.handlers[M_HEAD] = get
+    r.handlers[M_POST] = post
+    r.handlers[M_PUT] = put
+    r.handlers[M_DELETE] = delete
+    for m in range(N_METHODS):
+        r.writes[m] = m == M_PUT or m == M_DELETE or (m == M_POST and post_writes)
+        r.in_shutdown[m] = not r.writes[m]
+        if r.handlers[m] != NULL:
+            names.append(METHOD_NAMES[m])
+    r.allow = ("Allow: " + ", ".join(names) + "\r\n").encode()
+    names = [n for n in names if n != "HEAD"]
+    last = len(names) - 1
+    r.allow_message = "use " + (names[0] if last == 0 else ", ".join(names[:last]) + " or " + names[last]) + " here"
+    return r
+
+
+# ---- the table ----------------------------------------------------------------------------
+#                           template                  GET           POST           PUT          DELETE
+cdef Route R_HEALTH = route("/health",                  health_get,   NULL,          NULL,        NULL)
+cdef Route R_READY = route("/ready",                    ready_get,    NULL,          NULL,        NULL)
+cdef Route R_DB = route("/db/{acc}",                    NULL,         db_post,       NULL,        NULL)
+cdef Route R_WATCH = route("/watch/{acc}",              NULL,         watch_post,    NULL,        NULL, False)
+cdef Route R_KV = route("/db/{acc}/kv/{key}",           kv_get,       NULL,          kv_put,      kv_delete)
+cdef Route R_COUNTER = route("/db/{acc}/counter/{key}", counter_get,  counter_add,   counter_set, counter_reset)
+cdef Route R_SEQUENCE = route("/db/{acc}/sequence/{key}", sequence_get, sequence_next, NULL,      NULL)
+cdef Route R_LOCK = route("/db/{acc}/lock/{key}",       lock_get,     lock_take,     NULL,        lock_release)
+
+cdef dict EXACT = {b"/health": R_HEALTH, b"/ready": R_READY}      # whole paths
+cdef dict ACCOUNT_ROOTS = {b"db": R_DB, b"watch": R_WATCH}        # /{root}/{acc}
+cdef dict RESOURCES = {b"kv": R_KV, b"counter": R_COUNTER,        # /db/{acc}/{kind}/{key}
+                       b"sequence": R_SEQUENCE, b"lock": R_LOCK}
+
+
+def route_templates():
+    """Every route's template (the route label of logs and metrics)."""
+    return [(<Route>r).template for r in list(EXACT.values()) + list(ACCOUNT_ROOTS.values()) + list(RESOURCES.values())]
+
+
+# ---- the router -------------------------------------------------------------------------
+cdef Route _find(Request r, bytes path):
+    """The Route of `path`; sets r.acc and r.key. Raises 404 / bad_account / bad_key."""
+    cdef Route found
+    cdef Py_ssize_t root_end, acc_end, kind_end
+    found = EXACT.get(path)
+    if found is not None:
+        return found
+    root_end = path.find(b"/", 1)
+    if path[0:1] != b"/" or root_end < 0:
+        raise E_NO_ROUTE.error()
+    found = ACCOUNT_ROOTS.get(path[1:root_end])
+    if found is None:
+        raise E_NO_ROUTE.error()
+    acc_end = path.find(b"/", root_end + 1) if found is R_DB else -1
+    if acc_end < 0:
+        r.acc = path[root_end + 1:]
+    else:
+        # deeper: /db/{acc}/{kind}/{key}
+        kind_end = path.find(b"/", acc_end + 1)
+        found = RESOURCES.get(path[acc_end + 1:kind_end]) if kind_end >= 0 else None
+        if found is None:
+            raise E_NO_ROUTE.error()
+        r.acc = path[root_end + 1:acc_end]
+        r.key = _resource_key(path[kind_end + 1:])
+    if not account_ok(r.acc):
+        raise E_BAD_ACCOUNT.error()
+    return found
 
 
 cdef int route_request(Server srv, Conn conn, bytes method, bytes url, bytes body) except -1:
     cdef Request r
-    cdef Py_ssize_t q, slash, n
+    cdef Route found
+    cdef Py_ssize_t q
     cdef bytes path
-    cdef int route = R_NONE
-    cdef bint head = method == b"HEAD"
+    cdef int m
+    cdef Handler h
     srv.store.wait_seq = 0
     r = Request.__new__(Request)
     r.conn = conn
-    r.method = method
+    r.method = m = METHODS.get(method, M_OTHER)
     r.body = body
-    r.head = head
+    r.head = m == M_HEAD
     if url is None:
         url = b"/"
     q = url.find(b"?")
@@ -66,89 +128,55 @@ cdef int route_request(Server srv, Conn conn, bytes method, bytes url, bytes bod
         path = url
         r.query = None
     try:
-        if path.startswith(b"/db/"):
-            slash = path.find(b"/", 4)
-            if slash < 0:
-                route = R_DB
-                r.acc = path[4:]
-            else:
-                r.acc = path[4:slash]
-                n = path.find(b"/", slash + 1)
-                if n < 0:
-                    raise _not_found("no such route")
-                route = RESOURCE_KINDS.get(path[slash + 1:n], R_NONE)
-                if route == R_NONE:
-                    raise _not_found("no such route")
-                r.key = _resource_key(path[n + 1:])
-            if not account_ok(r.acc):
-                raise ApiError(400, "bad_account", "account must be 1..64 of A-Z a-z 0-9 . _ -")
-        elif path.startswith(b"/watch/"):
-            route = R_WATCH
-            r.acc = path[7:]
-            if not account_ok(r.acc):
-                raise ApiError(400, "bad_account", "account must be 1..64 of A-Z a-z 0-9 . _ -")
-        elif path == b"/health":
-            route = R_HEALTH
-        elif path == b"/ready":
-            route = R_READY
-        else:
-            raise _not_found("no such route")
-
-        if route == R_DB:
-            _allow(method, b"POST")
-            if srv.shutting_down:
-                raise srv.shutting_down_error()
-            handle_db(srv, r)
-        elif route == R_KV or route == R_COUNTER or route == R_SEQUENCE:
-            if srv.shutting_down and method != b"GET" and method != b"HEAD":
-                raise srv.shutting_down_error()
-            handle_resource(srv, r, route)
-        elif route == R_HEALTH:
-            _allow_get(method)
-            conn.reply(200, srv.health_body, 0, head)
-        elif route == R_READY:
-            _allow_get(method)
-            handle_ready(srv, r)
-        elif route == R_LOCK:
-            srv.locks.rest(srv, r)
-        else:  # R_WATCH
-            _allow(method, b"POST")
-            srv.watches.begin_post(srv, r)
+        r.route = found = _find(r, path)
+        h = found.handlers[m] if m < N_METHODS else NULL
+        if h == NULL:
+            raise ApiError(405, "method_not_allowed", found.allow_message, None, found.allow)
+        if srv.shutting_down and not found.in_shutdown[m]:
+            raise E_SHUTTING_DOWN.error()
+        h(srv, r)
     except ApiError as e:
-        conn.reply_error(e, srv.store.wait_seq if srv.store.wait_seq > srv.store.durable_seq else 0, head)
+        conn.reply_error(e, read_seq(srv.store), r.head)
     return 0
 
 
 cdef bytes _resource_key(bytes raw):
     cdef bytes key = raw
-    if has_byte(raw, 37):     # '%' 
+    if has_byte(raw, 37):     # '%'
         key = _unquote_to_bytes(raw)
     try:
         key.decode("utf-8")
     except UnicodeDecodeError:
-        raise ApiError(400, "bad_key", "key is not valid UTF-8")
+        raise E_KEY_NOT_UTF8.error()
     check_key_bytes(key, "key")
     return key
 
 
-cdef int _allow(bytes method, bytes allowed) except -1:
-    if method != allowed:
-        raise ApiError(405, "method_not_allowed", "use " + allowed.decode() + " here",
-                       None, b"Allow: " + allowed + b"\r\n")
+cdef inline int64_t read_seq(Store st) noexcept:
+    """The batch an answer that only read must wait for: the newest not-yet-durable
+    batch whose writes the request saw (0: nothing to wait for)."""
+    return st.wait_seq if st.wait_seq > st.durable_seq else 0
+
+
+cdef int64_t commit_seq(Server srv, bint wrote) except -1:
+    """The batch an answer waits for: the open one after a write, else read_seq."""
+    if wrote:
+        srv.after_write()
+        return srv.store.write_seq()
+    return read_seq(srv.store)
+
+
+# ---- operations routes ------------------------------------------------------------------
+cdef int health_get(Server srv, Request r) except -1:
+    r.conn.reply(200, srv.health_body, 0, r.head)
     return 0
 
 
-cdef int _allow_get(bytes method) except -1:
-    if method != b"GET" and method != b"HEAD":
-        raise ApiError(405, "method_not_allowed", "use GET here", None, b"Allow: GET, HEAD\r\n")
-    return 0
-
-
-cdef int handle_ready(Server srv, Request r) except -1:
+cdef int ready_get(Server srv, Request r) except -1:
     if srv.shutting_down:
-        raise ApiError(503, "shutting_down", "the server is shutting down")
+        raise E_SHUTTING_DOWN.error()
     if not srv.store.has_room():
-        raise ApiError(503, "storage_full", "the data store reached its configured maximum size")
+        raise E_NOT_READY_FULL.error()
     if srv.storage_error is not None:
         raise ApiError(503, "storage_error", "the last commit failed: " + srv.storage_error)
     r.conn.reply(200, b'{"Status":"ok"}', 0, r.head)

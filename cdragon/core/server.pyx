@@ -13,39 +13,42 @@ cdef object log = logging.getLogger("cdragon")
 cdef object _request_ids = itertools.count(1)
 
 
+cdef int fill_limits(Limits* lim, object cfg) except -1:
+    """Copy the settings the request path reads from the Config (where each default
+    is defined) into C fields."""
+    lim.max_body_bytes = cfg.max_body_bytes
+    lim.max_value_bytes = cfg.max_value_bytes
+    lim.max_header_bytes = cfg.max_header_bytes
+    lim.max_ops = cfg.max_ops
+    lim.max_seq_count = cfg.max_seq_count
+    lim.max_pipeline = cfg.max_pipeline
+    lim.max_connections = cfg.max_connections
+    lim.max_waiters_per_key = cfg.max_waiters_per_key
+    lim.max_waiters = cfg.max_waiters
+    lim.max_watchers_per_key = cfg.max_watchers_per_key
+    lim.max_watchers = cfg.max_watchers
+    lim.max_lock_dur = cfg.max_lock_dur
+    lim.max_lock_wait = cfg.max_lock_wait
+    lim.default_lock_dur = cfg.default_lock_dur
+    lim.max_watch_timeout = cfg.max_watch_timeout
+    lim.default_watch_timeout = cfg.default_watch_timeout
+    lim.header_timeout = cfg.header_timeout
+    lim.body_timeout = cfg.body_timeout
+    lim.idle_timeout = cfg.idle_timeout
+    lim.checkpoint_interval = cfg.checkpoint_interval
+    lim.idempotency_ttl = cfg.idempotency_ttl
+    lim.delete_retention = cfg.delete_retention
+    return 0
+
+
 cdef class Server:
-    cdef object loop
-    cdef object storage
-    cdef readonly object cfg
-    cdef readonly Store store
-    cdef set conns
-    cdef bint writer_busy, kick_scheduled, ckpt_busy
-    cdef double ckpt_retry_at
-    cdef public bint shutting_down
-    cdef public object storage_error
-    cdef bint last_wrote
-    cdef bytes health_body
-    cdef object pending_ops
-    cdef object sweep_handle
-    cdef readonly Deadlines deadlines
-    cdef public LockTable locks
-    cdef public WatchHub watches
-    # settings copied into C fields for the request path
-    cdef readonly Py_ssize_t max_body_bytes, max_value_bytes, max_header_bytes, max_ops
-    cdef readonly Py_ssize_t max_seq_count, max_pipeline, max_connections
-    cdef readonly Py_ssize_t max_waiters_per_key, max_waiters, max_watchers_per_key, max_watchers
-    cdef readonly double max_lock_dur, max_lock_wait, max_watch_timeout, idempotency_ttl
-    cdef readonly double header_timeout, body_timeout, idle_timeout, checkpoint_interval
-    # counters for tests and metrics
-    cdef readonly int64_t commits, committed_requests, checkpoints
-    cdef double now            # mono_now() at the start of the current data_received
-    cdef bint now_fresh        # ... or on_commit, while that runs
-    cdef FpLimits fp_limits    # the limits POST /db's fast path checks
 
     def __cinit__(self, loop, storage, cfg, str version):
         self.loop = loop
         self.storage = storage
         self.cfg = cfg
+        fill_limits(&self.lim, cfg)
+        self.body_too_large = body_too_large(self.lim.max_body_bytes)
         self.store = Store(storage, cfg.max_storage_bytes)
         self.conns = set()
         self.writer_busy = self.kick_scheduled = self.ckpt_busy = False
@@ -53,36 +56,14 @@ cdef class Server:
         self.shutting_down = False
         self.storage_error = None
         self.health_body = b'{"Status":"ok","Version":"%s"}' % version.encode()
-        self.max_body_bytes = cfg.max_body_bytes
-        self.max_value_bytes = cfg.max_value_bytes
-        self.max_header_bytes = cfg.max_header_bytes
-        self.max_ops = cfg.max_ops
-        self.max_seq_count = cfg.max_seq_count
-        self.max_pipeline = cfg.max_pipeline
-        self.max_connections = cfg.max_connections
-        self.max_waiters_per_key = cfg.max_waiters_per_key
-        self.max_waiters = cfg.max_waiters
-        self.max_watchers_per_key = cfg.max_watchers_per_key
-        self.max_watchers = cfg.max_watchers
-        self.max_lock_dur = cfg.max_lock_dur
-        self.max_lock_wait = cfg.max_lock_wait
-        self.max_watch_timeout = cfg.max_watch_timeout
-        self.idempotency_ttl = cfg.idempotency_ttl
-        self.header_timeout = cfg.header_timeout
-        self.body_timeout = cfg.body_timeout
-        self.idle_timeout = cfg.idle_timeout
-        self.checkpoint_interval = cfg.checkpoint_interval
-        self.fp_limits.max_value_bytes = cfg.max_value_bytes
-        self.fp_limits.max_ops = cfg.max_ops
-        self.fp_limits.max_lock_dur = cfg.max_lock_dur
-        self.fp_limits.max_lock_wait = cfg.max_lock_wait
         self.deadlines = Deadlines(loop)
         self.locks = LockTable(self, self.deadlines)
         self.watches = WatchHub(self, self.deadlines)
         self.commits = self.committed_requests = self.checkpoints = 0
 
     def start(self):
-        self.locks.load()
+        hw, records = self.storage.load_locks()
+        self.locks.load(hw, records)
         self.storage.start(self.loop, self.on_commit, self.on_applied)
         self.sweep_handle = self.loop.call_later(SWEEP_INTERVAL_MS / 1000.0, self._sweep)
 
@@ -91,19 +72,21 @@ cdef class Server:
         return Conn(self)
 
     # ---- connections -------------------------------------------------------------------
-    cdef bint conn_open(self, Conn c):
-        if len(self.conns) >= self.max_connections:
+    cdef bint conn_open(self, Conn c) except -1:
+        if len(self.conns) >= self.lim.max_connections:
             return False
         self.conns.add(c)
         return True
 
-    cdef void conn_lost(self, Conn c):
+    cdef int conn_lost(self, Conn c) except -1:
         self.conns.discard(c)
+        return 0
 
-    cdef void drop_owner(self, object owner):
+    cdef int drop_owner(self, object owner) except -1:
         owner.drop()
+        return 0
 
-    cdef void dispatch(self, Conn conn, bytes method, bytes url, bytes body):
+    cdef int dispatch(self, Conn conn, bytes method, bytes url, bytes body) except -1:
         try:
             route_request(self, conn, method, url, body)
         except Exception:
@@ -111,12 +94,10 @@ cdef class Server:
             log.exception("internal error, request id %d: %s %r", rid, method, url)
             conn.reply_error(ApiError(500, "internal", "internal error (request id %d)" % rid,
                                       {"RequestID": rid}), 0, method == b"HEAD")
-
-    cdef object shutting_down_error(self):
-        return ApiError(503, "shutting_down", "the server is shutting down")
+        return 0
 
     # ---- group commit ------------------------------------------------------------------
-    cdef void after_write(self):
+    cdef int after_write(self) except -1:
         """Every mutation ends here: make sure the open batch reaches the writer."""
         self.store.open_batch.nreq += 1
         if not self.writer_busy and not self.kick_scheduled:
@@ -124,21 +105,23 @@ cdef class Server:
             # call_soon runs after every I/O callback of this loop pass, so all the
             # requests that arrived together share one commit
             self.loop.call_soon(self._kick)
+        return 0
 
     def _kick(self):
         self.kick_scheduled = False
         self.kick()
 
-    cdef void kick(self):
+    cdef int kick(self) except -1:
         cdef Batch b
         if self.writer_busy or self.store.open_batch.empty():
-            return
+            return 0
         b = self.store.take_open()
         self.pending_ops = self.store.encode(b)
         if b.lk:
             self.pending_ops.extend(self.locks.encode(b))
         self.writer_busy = True
         self.storage.submit(b.seq, self.pending_ops)
+        return 0
 
     def on_commit(self, int64_t seq, err):
         """Runs on the loop when the writer finished batch `seq` (err None: durable)."""
@@ -165,26 +148,26 @@ cdef class Server:
             log.error("writing batch %d to the log failed: %s", seq, err)
             self.storage_error = err
             self._settle()
-            self._fail_batches(ApiError(500, "internal", "the commit failed: " + str(err)))
+            self._fail_batches(commit_failed(str(err)))
         self.kick()
 
     # ---- checkpoints ---------------------------------------------------------------------
-    cdef void _maybe_checkpoint(self):
+    cdef int _maybe_checkpoint(self) except -1:
         cdef Store st = self.store
         cdef double now
         if self.ckpt_busy or not st.unapplied:
-            return
+            return 0
         now = mono_now()
         if now < self.ckpt_retry_at:
-            return
+            return 0
         if not (self.shutting_down
                 or st.unapplied_keys >= CHECKPOINT_RECORDS
-                or now - st.unapplied_since >= self.checkpoint_interval
+                or now - st.unapplied_since >= self.lim.checkpoint_interval
                 or st.pending_bytes() * 4 >= st.max_bytes - st.used_bytes):
-            return
-        self._checkpoint()
+            return 0
+        return self._checkpoint()
 
-    cdef void _checkpoint(self):
+    cdef int _checkpoint(self) except -1:
         # the map must hold what the checkpoint writes; it may only grow while the
         # checkpoint thread is idle, which it is now
         cdef int64_t need = self.store.used_bytes + self.store.checkpoint_bytes()
@@ -192,6 +175,7 @@ cdef class Server:
             self._grow(need * 2, False)
         self.ckpt_busy = True
         self.storage.checkpoint()
+        return 0
 
     def on_applied(self, int64_t seq, err, int64_t used):
         """Runs on the loop when a checkpoint put every batch up to `seq` into LMDB."""
@@ -212,7 +196,7 @@ cdef class Server:
             return
         self._maybe_checkpoint()
 
-    cdef bint _grow(self, int64_t want, bint past_max):
+    cdef bint _grow(self, int64_t want, bint past_max) except -1:
         # LMDB may only resize with no transaction open in the process: the checkpoint
         # thread is idle here, and the loop's read transaction is reset around the call.
         cdef bint ok
@@ -223,7 +207,7 @@ cdef class Server:
             self.store.resume_reads()
         return ok
 
-    cdef void _settle(self):
+    cdef int _settle(self) except -1:
         """After a failed log write: put every durable batch into LMDB now (blocking the
         loop), so that the overlay can be dropped and LMDB read as the truth."""
         self.store.pause_reads()
@@ -231,8 +215,9 @@ cdef class Server:
             self.storage.settle()
         finally:
             self.store.resume_reads()
+        return 0
 
-    cdef void _fail_batches(self, object err):
+    cdef int _fail_batches(self, object err) except -1:
         cdef list batches = self.store.failed()
         cdef Batch a = batches[0], b = batches[1]
         cdef Conn c
@@ -242,13 +227,18 @@ cdef class Server:
         for bb in batches:
             for c in (<Batch>bb).conns:
                 c.flush()
-        self.locks.reload()
+        # the lock table goes back to what is on disk; its waiters get the same answer
+        hw, records = self.storage.load_locks()
+        self.locks.reload(err, hw, records)
+        return 0
 
     # ---- deadlines -----------------------------------------------------------------------
     def _sweep(self):
         cdef double now = mono_now()
         cdef Conn c
         cdef list due = None
+        # rescheduled first: whatever fails below, the next sweep still comes
+        self.sweep_handle = self.loop.call_later(SWEEP_INTERVAL_MS / 1000.0, self._sweep)
         for c in self.conns:
             if c.dl_kind != DL_NONE and c.deadline <= now:
                 if due is None:
@@ -256,10 +246,14 @@ cdef class Server:
                 due.append(c)
         if due is not None:
             for c in due:
-                c.on_deadline()
+                try:
+                    c.on_deadline()
+                except Exception:
+                    # one connection's failure must not leave the others without deadlines
+                    log.exception("connection deadline failed; dropping the connection")
+                    c.kill()
         self.store.purge_some(PURGE_PER_SWEEP)
         self._maybe_checkpoint()
-        self.sweep_handle = self.loop.call_later(SWEEP_INTERVAL_MS / 1000.0, self._sweep)
 
     # ---- shutdown --------------------------------------------------------------------------
     def begin_shutdown(self):
@@ -273,7 +267,7 @@ cdef class Server:
         """During shutdown: close connections idle for `grace` seconds. The grace lets
         a request already in the socket buffer be read and answered, not dropped."""
         cdef Conn c
-        cdef double cutoff = mono_now() - grace + self.idle_timeout
+        cdef double cutoff = mono_now() - grace + self.lim.idle_timeout
         for c in list(self.conns):
             if c.dl_kind == DL_IDLE and c.deadline <= cutoff:
                 c.shutdown_idle()

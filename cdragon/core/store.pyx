@@ -14,15 +14,7 @@ import cython
 @cython.freelist(4096)
 @cython.no_gc      # holds bytes, numbers and older Entries only: no cycles
 cdef class Entry:
-    """One record as one batch wrote it. kv: val = JSON bytes or None (deleted), num =
-    version. counter / seq: num = value. idem: f = expiry (epoch seconds). A batch
-    never changes an older batch's Entry: it makes its own, pointing at the one before
-    (`prev`), so the durable state of a key stays readable (watches, failures)."""
-    cdef object val
-    cdef int64_t num
-    cdef double f
-    cdef int64_t seq     # the batch that wrote it
-    cdef Entry prev      # the key's previous Entry, until this one is durable
+    pass
 
 
 cdef inline Py_ssize_t record_bytes(Py_ssize_t klen, Py_ssize_t vlen) noexcept:
@@ -35,16 +27,6 @@ cdef inline Py_ssize_t record_bytes(Py_ssize_t klen, Py_ssize_t vlen) noexcept:
 
 
 cdef class Batch:
-    """The writes of many requests, committed together, and everything waiting on them."""
-    cdef readonly int64_t seq
-    cdef dict kv, ctr, sq, idem         # keys written -> the Entry this batch wrote
-    cdef dict revs                      # account -> its revision after this batch
-    cdef dict lk                        # lock keys changed (values: None)
-    cdef list conns                     # connections with a response waiting on this batch
-    cdef list after                     # callables to run once durable (grants, wakes)
-    cdef Py_ssize_t est_data            # bytes its records may add to LMDB (record_bytes)
-    cdef Py_ssize_t nkeys               # records it writes
-    cdef int nreq
 
     def __cinit__(self, int64_t seq):
         self.seq = seq
@@ -60,41 +42,21 @@ cdef class Batch:
         self.nkeys = 0
         self.nreq = 0
 
-    cdef inline bint empty(self):
+    cdef bint empty(self) noexcept:
         return not (self.kv or self.ctr or self.sq or self.idem or self.revs or self.lk or self.after)
 
-    cdef inline void mark(self, dict dirty, bytes k, Py_ssize_t size):
+    cdef int mark(self, dict dirty, bytes k, Py_ssize_t size) except -1:
         if k not in dirty:
             dirty[k] = None
             self.count(k, size)
+        return 0
 
-    cdef inline void count(self, bytes k, Py_ssize_t size):
+    cdef void count(self, bytes k, Py_ssize_t size) noexcept:
         self.est_data += record_bytes(PyBytes_GET_SIZE(k), size)
         self.nkeys += 1
 
 
 cdef class Store:
-    cdef object storage
-    cdef object rtxn
-    cdef object db_kv, db_ctr, db_seq, db_idem, db_meta
-    cdef dict o_kv, o_ctr, o_seq, o_idem      # overlays: full key -> newest Entry
-    cdef dict kv_by_acc                       # account -> set of its keys in o_kv, kept
-                                              # for accounts with prefix watches only
-    cdef dict revs                            # account -> revision (authoritative)
-    cdef dict durable_revs                    # account -> revision of its last durable batch
-    cdef dict start_revs                      # account -> revision on disk when first loaded
-    cdef Batch open_batch
-    cdef Batch inflight
-    cdef list unapplied                       # durable batches not yet in LMDB, oldest first
-    cdef object to_purge                      # deque of batches in LMDB, entries still here
-    cdef int64_t applied_seq                  # the last batch a checkpoint put into LMDB
-    cdef readonly int64_t unapplied_data, unapplied_keys, unapplied_reqs
-    cdef readonly double unapplied_since      # when the oldest of them became durable
-    cdef readonly int64_t durable_seq
-    cdef public int64_t wait_seq              # accumulated by reads of the current request
-    cdef object r_val                         # value of the last kv_read
-    cdef readonly int64_t used_bytes          # LMDB high-water mark after the last commit
-    cdef readonly int64_t max_bytes
 
     def __cinit__(self, storage, int64_t max_bytes):
         self.storage = storage
@@ -126,7 +88,7 @@ cdef class Store:
         self.used_bytes = storage.used_bytes()
 
     # ---- reads -----------------------------------------------------------------------
-    cdef inline void _saw(self, Entry e):
+    cdef void _saw(self, Entry e) noexcept:
         if e.seq > self.wait_seq:
             self.wait_seq = e.seq
 
@@ -186,7 +148,7 @@ cdef class Store:
         return r
 
     # ---- the durable state (what watchers are told) ------------------------------------
-    cdef inline Entry _durable(self, Entry e):
+    cdef Entry _durable(self, Entry e):
         while e is not None and e.seq > self.durable_seq:
             e = e.prev
         return e
@@ -244,7 +206,7 @@ cdef class Store:
         return self.start_revs[acc]
 
     # ---- writes (all go through _entry: the one after-write hook) ----------------------
-    cdef inline Entry _entry(self, dict over, dict dirty, bytes k, Py_ssize_t size):
+    cdef Entry _entry(self, dict over, dict dirty, bytes k, Py_ssize_t size):
         """The open batch's Entry for k (made on its first write of k this batch)."""
         cdef Batch b = self.open_batch
         cdef Entry e = over.get(k)
@@ -259,7 +221,7 @@ cdef class Store:
         b.count(k, size)
         return n
 
-    cdef void kv_write(self, bytes acc, bytes k, object val, int64_t ver):
+    cdef int kv_write(self, bytes acc, bytes k, object val, int64_t ver) except -1:
         cdef Entry e
         cdef set mine
         if self.kv_by_acc:
@@ -270,14 +232,17 @@ cdef class Store:
         e.val = val
         e.num = ver
 
-    cdef void ctr_write(self, bytes k, int64_t v):
+    cdef int ctr_write(self, bytes k, int64_t v) except -1:
         self._entry(self.o_ctr, self.open_batch.ctr, k, 8).num = v
+        return 0
 
-    cdef void seq_write(self, bytes k, int64_t v):
+    cdef int seq_write(self, bytes k, int64_t v) except -1:
         self._entry(self.o_seq, self.open_batch.sq, k, 8).num = v
+        return 0
 
-    cdef void idem_write(self, bytes k, double expiry):
+    cdef int idem_write(self, bytes k, double expiry) except -1:
         self._entry(self.o_idem, self.open_batch.idem, k, 24).f = expiry
+        return 0
 
     cdef int64_t bump_revision(self, bytes acc) except -1:
         cdef int64_t r = self.revision(acc) + 1
@@ -287,17 +252,17 @@ cdef class Store:
         self.open_batch.revs[acc] = r
         return r
 
-    cdef inline int64_t write_seq(self):
+    cdef int64_t write_seq(self) noexcept:
         return self.open_batch.seq
 
-    cdef int64_t pending_bytes(self):
+    cdef int64_t pending_bytes(self) noexcept:
         """What the writes not yet in LMDB may add to its pages in use."""
         cdef int64_t data = self.unapplied_data + self.open_batch.est_data
         if self.inflight is not None:
             data += self.inflight.est_data
         return data
 
-    cdef int64_t checkpoint_bytes(self):
+    cdef int64_t checkpoint_bytes(self) noexcept:
         """Map space a checkpoint of everything pending may need: the records, plus
         copies of the pages it rewrites (up to 3 per record, at most the whole tree),
         which stay allocated until it commits."""
@@ -307,7 +272,7 @@ cdef class Store:
             keys += self.inflight.nkeys
         return data + min(keys * PAGE_COPY_BYTES, self.used_bytes + data)
 
-    cdef bint has_room(self):
+    cdef bint has_room(self) noexcept:
         """False when the writes already queued could push LMDB past its maximum."""
         return self.used_bytes + self.pending_bytes() + STORAGE_HEADROOM <= self.max_bytes
     # ---- batches -----------------------------------------------------------------------
@@ -363,7 +328,7 @@ cdef class Store:
         self.open_batch = Batch(b.seq + 1)
         return b
 
-    cdef bint _trim(self, dict over, bytes k, int64_t seq):
+    cdef bint _trim(self, dict over, bytes k, int64_t seq) except -1:
         """Drop k's Entries of batches up to `seq` (now in LMDB); True if none is left."""
         cdef Entry e = over.get(k)
         if e is None:
@@ -376,11 +341,11 @@ cdef class Store:
         e.prev = None
         return False
 
-    cdef void _purge(self, dict dirty, dict over, int64_t seq):
+    cdef int _purge(self, dict dirty, dict over, int64_t seq) except -1:
         for k in dirty:
             self._trim(over, k, seq)
 
-    cdef void _purge_kv(self, dict dirty, int64_t seq):
+    cdef int _purge_kv(self, dict dirty, int64_t seq) except -1:
         cdef set mine
         for k in dirty:
             if self._trim(self.o_kv, k, seq) and self.kv_by_acc:
@@ -416,7 +381,7 @@ cdef class Store:
         self.unapplied_reqs += b.nreq
         return b
 
-    cdef void applied(self, int64_t seq, int64_t used):
+    cdef int applied(self, int64_t seq, int64_t used) except -1:
         """A checkpoint put every batch up to `seq` into LMDB: renew reads, and queue
         those batches' overlay entries to be dropped (purge_some, a bounded amount at
         a time: a checkpoint covers up to ~100,000 keys, too many for one loop pass;
@@ -438,7 +403,7 @@ cdef class Store:
             self.unapplied_since = mono_now()
         self.set_used(used)
 
-    cdef void purge_some(self, Py_ssize_t budget):
+    cdef int purge_some(self, Py_ssize_t budget) except -1:
         """Drop the overlay entries of applied batches, about `budget` keys' worth
         (unless a later batch rewrote them)."""
         cdef Batch b
@@ -452,7 +417,7 @@ cdef class Store:
             self._purge(b.idem, self.o_idem, seq)
             budget -= b.nkeys + 1
 
-    cdef void set_used(self, int64_t used):
+    cdef void set_used(self, int64_t used) noexcept:
         if used > 0:
             self.used_bytes = used
 
@@ -478,18 +443,18 @@ cdef class Store:
         self.durable_seq = b.seq      # nothing of a or b will ever be committed
         return [a, b]
 
-    cdef void _renew_reads(self):
+    cdef int _renew_reads(self) except -1:
         # py-lmdb keeps a spare read transaction handle (max_spare_txns), so abort +
         # begin is a cheap renew of the snapshot
         self.rtxn.abort()
         self.rtxn = self.storage.begin_read()
 
-    cdef void pause_reads(self):
+    cdef int pause_reads(self) except -1:
         self.rtxn.abort()
         self.rtxn = None
 
-    cdef void resume_reads(self):
+    cdef int resume_reads(self) except -1:
         self.rtxn = self.storage.begin_read()
 
-    cdef void close(self):
+    cdef int close(self) except -1:
         self.rtxn.abort()

@@ -7,49 +7,31 @@
 @cython.freelist(256)
 @cython.no_gc      # bytes and numbers only: never part of a cycle
 cdef class Op:
-    """One KVSet / KVGet / Atomic / Seq entry and, after running, its result."""
-    cdef bytes k          # full record key: account \0 key
-    cdef bytes kj         # the key as a JSON string literal, for responses
-    cdef object val       # KVSet: compact JSON bytes, None = delete; KVGet: value read
-    cdef int64_t n        # KVSet: expected version; Atomic: Add/Set operand; Seq: Count
-    cdef int64_t ifeq
-    cdef bint has_ver, is_set, has_ifeq
-    cdef int64_t res      # KVSet/KVGet: version; Atomic: value; Seq: first value
-    cdef bint writes      # KVSet delete of an existing key / set: does it write
+    pass
 
 
 @cython.freelist(64)
 @cython.no_gc      # holds lists of Ops and bytes: never part of a cycle
 cdef class Txn:
-    cdef bytes acc
-    cdef list idem        # full keys of idempotency ids (deduplicated)
-    cdef list idem_s      # the ids as sent, for the duplicate_request details
-    cdef list kvset, kvget, atomic, seqs
-    cdef object lock_id   # lock name bytes or None
-    cdef double lock_dur, lock_wait
-    cdef object unlock_id
-    cdef int64_t unlock
-    cdef bint has_lock_dur, has_lock_wait
-    cdef int nops
 
     def __cinit__(self):
         self.lock_id = None
         self.unlock_id = None
         self.unlock = 0
 
-    cdef bint adds_data(self):
+    cdef int adds_data(self) except -1:
         """Whether running this may need more storage. Reads (Add: 0, KVGet) need none,
         and deletes and counter resets free space, so a full store still takes them."""
         cdef Op op
         if self.seqs or self.idem:
-            return True
+            return 1
         for op in self.kvset:
             if op.val is not None:
-                return True
+                return 1
         for op in self.atomic:
             if op.n != 0:          # Set 0 resets (frees), Add 0 only reads
-                return True
-        return False
+                return 1
+        return 0
 
 
 cdef list _NO_OPS = []        # shared by the operation lists a fast-path Txn leaves empty
@@ -93,6 +75,7 @@ cdef inline Op _entry_op(bytes acc, dict e, str what):
     return new_op(acc, key_bytes(e.get("Key"), what + " Key"))
 
 
+# ---- field checks ------------------------------------------------------------------------
 cdef int64_t as_int64(object v, str what, int64_t lo, int64_t hi) except? -1:
     if type(v) is not int:
         raise ApiError(400, "bad_request", what + " must be an integer")
@@ -140,121 +123,157 @@ cdef dict as_obj(object v, str what):
     return <dict>v
 
 
-cdef Txn parse_txn(bytes acc, object body, Server srv):
-    """Validate a POST /db body (already JSON-decoded) into a Txn; raises ApiError."""
-    cdef Txn t = new_txn(acc)
-    cdef dict d, e
+cdef object unknown_field(str where, object name):
+    return ApiError(400, "bad_request", "unknown field " + where + str(name))
+
+
+# ---- parsing: one function per kind of operation -------------------------------------
+cdef int _parse_kvset(Txn t, object v, Server srv) except -1:
+    cdef dict e
     cdef Op op
-    cdef set seen
-    cdef object lock_dur = None, lock_wait = None, unlock = None
-    if type(body) is not dict:
-        raise ApiError(400, "bad_request", "request body must be a JSON object")
-    d = <dict>body
-    for name, v in d.items():
-        if name == "KVSet":
-            for item in as_list(v, name):
-                e = as_obj(item, name)
-                op = _entry_op(acc, e, name)
-                has_val = False
-                for f, fv in e.items():
-                    if f == "Key":
-                        pass
-                    elif f == "Value":
-                        has_val = True
-                    elif f == "Version":
-                        op.n = as_int64(fv, "KVSet Version", 0, INT64_MAX)
-                        op.has_ver = True
-                    elif f == "Delete":
-                        if type(fv) is not bool:
-                            raise ApiError(400, "bad_request", "KVSet Delete must be true or false")
-                    else:
-                        raise ApiError(400, "bad_request", "unknown field KVSet." + str(f))
-                is_del = e.get("Delete") is True
-                if has_val == is_del:
-                    raise ApiError(400, "bad_request", "each KVSet entry needs exactly one of Value and Delete: true")
-                if has_val:
-                    op.val = encode_value(e["Value"], srv.max_value_bytes)
-                t.kvset.append(op)
-        elif name == "KVGet":
-            for item in as_list(v, name):
-                if type(item) is dict:
-                    e = <dict>item
-                    for f in e:
-                        if f != "Key":
-                            raise ApiError(400, "bad_request", "unknown field KVGet." + str(f))
-                    item = e.get("Key")
-                t.kvget.append(new_op(acc, key_bytes(item, "KVGet key")))
-        elif name == "Atomic":
-            for item in as_list(v, name):
-                e = as_obj(item, name)
-                op = _entry_op(acc, e, name)
-                has_add = False
-                for f, fv in e.items():
-                    if f == "Key":
-                        pass
-                    elif f == "Add":
-                        op.n = as_int64(fv, "Atomic Add", INT64_MIN, INT64_MAX)
-                        has_add = True
-                    elif f == "Set":
-                        op.n = as_int64(fv, "Atomic Set", INT64_MIN, INT64_MAX)
-                        op.is_set = True
-                    elif f == "IfEq":
-                        op.ifeq = as_int64(fv, "Atomic IfEq", INT64_MIN, INT64_MAX)
-                        op.has_ifeq = True
-                    else:
-                        raise ApiError(400, "bad_request", "unknown field Atomic." + str(f))
-                if has_add == op.is_set:
-                    raise ApiError(400, "bad_request", "each Atomic entry needs exactly one of Add and Set")
-                if has_add and op.has_ifeq:
-                    raise ApiError(400, "bad_request", "IfEq goes with Set, not Add")
-                t.atomic.append(op)
-        elif name == "Seq":
-            for item in as_list(v, name):
-                e = as_obj(item, name)
-                op = _entry_op(acc, e, name)
-                op.n = 1
-                for f, fv in e.items():
-                    if f == "Key":
-                        pass
-                    elif f == "Count":
-                        op.n = as_int64(fv, "Seq Count", 1, srv.max_seq_count)
-                    else:
-                        raise ApiError(400, "bad_request", "unknown field Seq." + str(f))
-                t.seqs.append(op)
-        elif name == "IdempotencyIDs":
-            seen = set()
-            for item in as_list(v, name):
-                kb = key_bytes(item, "IdempotencyIDs entry")
-                if kb not in seen:
-                    seen.add(kb)
-                    t.idem.append(_rec_key(acc, kb))
-                    t.idem_s.append(item)
-        elif name == "LockID":
-            t.lock_id = key_bytes(v, "LockID")
-        elif name == "LockDur":
-            lock_dur = _not_null(v, name)
-        elif name == "LockWait":
-            lock_wait = _not_null(v, name)
-        elif name == "UnlockID":
-            t.unlock_id = key_bytes(v, "UnlockID")
-        elif name == "Unlock":
-            unlock = _not_null(v, name)
-        else:
-            raise ApiError(400, "bad_request", "unknown field " + str(name))
-    t.nops = len(t.kvset) + len(t.kvget) + len(t.atomic) + len(t.seqs) + len(t.idem_s)
-    if t.nops > srv.max_ops:
-        raise ApiError(413, "too_large", "%d operations, limit %d" % (t.nops, srv.max_ops))
-    if lock_dur is not None or lock_wait is not None:
-        if t.lock_id is None:
-            raise ApiError(400, "bad_request", "LockDur and LockWait need LockID")
-    t.lock_dur = 30.0 if lock_dur is None else as_seconds(lock_dur, "LockDur", srv.max_lock_dur, False)
-    t.lock_wait = 0.0 if lock_wait is None else as_seconds(lock_wait, "LockWait", srv.max_lock_wait, True)
+    cdef bint has_val
+    for item in as_list(v, "KVSet"):
+        e = as_obj(item, "KVSet")
+        op = _entry_op(t.acc, e, "KVSet")
+        has_val = False
+        for f, fv in e.items():
+            if f == "Key":
+                pass
+            elif f == "Value":
+                has_val = True
+            elif f == "Version":
+                op.n = as_int64(fv, "KVSet Version", 0, INT64_MAX)
+                op.has_ver = True
+            elif f == "Delete":
+                if type(fv) is not bool:
+                    raise ApiError(400, "bad_request", "KVSet Delete must be true or false")
+            else:
+                raise unknown_field("KVSet.", f)
+        if has_val == (e.get("Delete") is True):
+            raise ApiError(400, "bad_request", "each KVSet entry needs exactly one of Value and Delete: true")
+        if has_val:
+            op.val = encode_value(e["Value"], srv.lim.max_value_bytes)
+        t.kvset.append(op)
+    return 0
+
+
+cdef int _parse_kvget(Txn t, object v) except -1:
+    for item in as_list(v, "KVGet"):
+        if type(item) is dict:
+            for f in <dict>item:
+                if f != "Key":
+                    raise unknown_field("KVGet.", f)
+            item = (<dict>item).get("Key")
+        t.kvget.append(new_op(t.acc, key_bytes(item, "KVGet key")))
+    return 0
+
+
+cdef int _parse_atomic(Txn t, object v) except -1:
+    cdef dict e
+    cdef Op op
+    cdef bint has_add
+    for item in as_list(v, "Atomic"):
+        e = as_obj(item, "Atomic")
+        op = _entry_op(t.acc, e, "Atomic")
+        has_add = False
+        for f, fv in e.items():
+            if f == "Key":
+                pass
+            elif f == "Add":
+                op.n = as_int64(fv, "Atomic Add", INT64_MIN, INT64_MAX)
+                has_add = True
+            elif f == "Set":
+                op.n = as_int64(fv, "Atomic Set", INT64_MIN, INT64_MAX)
+                op.is_set = True
+            elif f == "IfEq":
+                op.ifeq = as_int64(fv, "Atomic IfEq", INT64_MIN, INT64_MAX)
+                op.has_ifeq = True
+            else:
+                raise unknown_field("Atomic.", f)
+        if has_add == op.is_set:
+            raise ApiError(400, "bad_request", "each Atomic entry needs exactly one of Add and Set")
+        if has_add and op.has_ifeq:
+            raise ApiError(400, "bad_request", "IfEq goes with Set, not Add")
+        t.atomic.append(op)
+    return 0
+
+
+cdef int _parse_seq(Txn t, object v, Server srv) except -1:
+    cdef dict e
+    cdef Op op
+    for item in as_list(v, "Seq"):
+        e = as_obj(item, "Seq")
+        op = _entry_op(t.acc, e, "Seq")
+        op.n = 1
+        for f, fv in e.items():
+            if f == "Key":
+                pass
+            elif f == "Count":
+                op.n = as_int64(fv, "Seq Count", 1, srv.lim.max_seq_count)
+            else:
+                raise unknown_field("Seq.", f)
+        t.seqs.append(op)
+    return 0
+
+
+cdef int _parse_idem(Txn t, object v) except -1:
+    cdef set seen = set()
+    for item in as_list(v, "IdempotencyIDs"):
+        kb = key_bytes(item, "IdempotencyIDs entry")
+        if kb not in seen:            # a repeated id counts once
+            seen.add(kb)
+            t.idem.append(_rec_key(t.acc, kb))
+            t.idem_s.append(item)
+    return 0
+
+
+cdef int _check_lock_fields(Txn t, object lock_dur, object lock_wait, object unlock, Server srv) except -1:
+    if (lock_dur is not None or lock_wait is not None) and t.lock_id is None:
+        raise ApiError(400, "bad_request", "LockDur and LockWait need LockID")
+    t.lock_dur = srv.lim.default_lock_dur if lock_dur is None else as_seconds(lock_dur, "LockDur", srv.lim.max_lock_dur, False)
+    t.lock_wait = 0.0 if lock_wait is None else as_seconds(lock_wait, "LockWait", srv.lim.max_lock_wait, True)
     if (unlock is None) != (t.unlock_id is None):
         raise ApiError(400, "bad_request", "Unlock and UnlockID go together")
     if unlock is not None:
         t.unlock = as_handle(unlock)
+    return 0
+
+
+cdef Txn parse_txn(bytes acc, object body, Server srv):
+    """Validate a POST /db body (already JSON-decoded) into a Txn; raises ApiError."""
+    cdef Txn t = new_txn(acc)
+    cdef object lock_dur = None, lock_wait = None, unlock = None
+    if type(body) is not dict:
+        raise E_NOT_OBJECT.error()
+    for name, v in (<dict>body).items():
+        if name == "KVSet":
+            _parse_kvset(t, v, srv)
+        elif name == "KVGet":
+            _parse_kvget(t, v)
+        elif name == "Atomic":
+            _parse_atomic(t, v)
+        elif name == "Seq":
+            _parse_seq(t, v, srv)
+        elif name == "IdempotencyIDs":
+            _parse_idem(t, v)
+        elif name == "LockID":
+            t.lock_id = key_bytes(v, "LockID")
+        elif name == "UnlockID":
+            t.unlock_id = key_bytes(v, "UnlockID")
+        elif name == "LockDur":
+            lock_dur = _not_null(v, name)
+        elif name == "LockWait":
+            lock_wait = _not_null(v, name)
+        elif name == "Unlock":
+            unlock = _not_null(v, name)
+        else:
+            raise unknown_field("", name)
+    t.nops = len(t.kvset) + len(t.kvget) + len(t.atomic) + len(t.seqs) + len(t.idem_s)
+    if t.nops > srv.lim.max_ops:
+        raise ApiError(413, "too_large", "%d operations, limit %d" % (t.nops, srv.lim.max_ops))
+    _check_lock_fields(t, lock_dur, lock_wait, unlock, srv)
     if t.nops == 0 and t.lock_id is None and t.unlock_id is None:
-        raise ApiError(400, "bad_request", "the request has no operation")
+        raise E_NO_OPERATION.error()
     _no_repeats(t.kvset, "KVSet")
     _no_repeats(t.atomic, "Atomic")
     return t
@@ -272,28 +291,27 @@ cdef int _no_repeats(list ops, str what) except -1:
     return 0
 
 
-cdef int run_txn(Txn t, Store st, Server srv) except -1:
-    """Check and apply a validated Txn (the lock step, if any, is already done).
-    Raises ApiError with nothing changed; on success every Op holds its result.
-    Returns 1 if anything was written (the answer then waits for the open batch)."""
-    cdef Op op
-    cdef list failed = None, dups = None
-    cdef int64_t cur, nxt, rev = 0
-    cdef double now
-    cdef dict seq_last = None
-    cdef bint kv_writes = False, wrote = False
+# ---- running: one function per phase -------------------------------------------------
+cdef int _check_idempotency(Txn t, Store st) except -1:
+    cdef list dups = None
+    cdef double now = wall_now()
     cdef Py_ssize_t i
-    # idempotency
-    if t.idem:
-        now = wall_now()
-        for i in range(len(t.idem)):
-            if st.idem_live(<bytes>t.idem[i], now):
-                if dups is None:
-                    dups = []
-                dups.append(t.idem_s[i])
-        if dups is not None:
-            raise ApiError(409, "duplicate_request", "idempotency id already used", {"IDs": dups})
-    # preconditions (reads that also decide whether a delete writes)
+    for i in range(len(t.idem)):
+        if st.idem_live(<bytes>t.idem[i], now):
+            if dups is None:
+                dups = []
+            dups.append(t.idem_s[i])
+    if dups is not None:
+        raise ApiError(409, "duplicate_request", "idempotency id already used", {"IDs": dups})
+    return 0
+
+
+cdef int _check_preconditions(Txn t, Store st) except -1:
+    """Version and IfEq checks (reads that also decide whether a delete writes)."""
+    cdef Op op
+    cdef list failed = None
+    cdef int64_t cur
+    t.kv_writes = False
     for op in t.kvset:
         if op.has_ver or op.val is None:
             cur = st.kv_read(op.k)
@@ -304,7 +322,7 @@ cdef int run_txn(Txn t, Store st, Server srv) except -1:
             op.writes = op.val is not None or cur != 0
         else:
             op.writes = True
-        kv_writes = kv_writes or op.writes
+        t.kv_writes = t.kv_writes or op.writes
     for op in t.atomic:
         cur = st.ctr_read(op.k)
         op.res = cur
@@ -314,27 +332,37 @@ cdef int run_txn(Txn t, Store st, Server srv) except -1:
             failed.append({"Key": _ujson_loads(op.kj), "Value": cur})
     if failed is not None:
         raise ApiError(409, "precondition_failed", "a Version or IfEq check failed", {"Failed": failed})
-    # overflow (after preconditions, as API.md orders them)
+    return 0
+
+
+cdef int _check_ranges(Txn t, Store st) except -1:
+    """Counter overflow and sequence exhaustion (after preconditions, as API.md orders
+    them); fills t.seq_last with the last value each sequence hands out."""
+    cdef Op op
+    cdef int64_t cur
     for op in t.atomic:
         if not op.is_set:
             if (op.n > 0 and op.res > INT64_MAX - op.n) or (op.n < 0 and op.res < INT64_MIN - op.n):
                 raise ApiError(400, "bad_request", "Atomic Add overflows a 64-bit counter")
+    t.seq_last = None
     if t.seqs:
-        seq_last = {}
+        t.seq_last = {}
         for op in t.seqs:
-            cur = seq_last[op.k] if op.k in seq_last else st.seq_read(op.k)
+            cur = t.seq_last[op.k] if op.k in t.seq_last else st.seq_read(op.k)
             if cur > INT64_MAX - op.n:
                 raise ApiError(400, "bad_request", "sequence exhausted")
             op.res = cur + 1
-            seq_last[op.k] = cur + op.n
-    if t.adds_data() and not st.has_room():
-        raise ApiError(507, "storage_full", "the data store reached its configured maximum size")
-    # reads see the state before this request's writes
-    for op in t.kvget:
-        op.res = st.kv_read(op.k)
-        op.val = st.r_val
-    # apply
-    if kv_writes:
+            t.seq_last[op.k] = cur + op.n
+    return 0
+
+
+cdef int _apply(Txn t, Store st, Server srv) except -1:
+    """Write everything (all checks passed); returns 1 if anything was written."""
+    cdef Op op
+    cdef int64_t rev = 0
+    cdef bint wrote = t.kv_writes
+    cdef double expiry
+    if t.kv_writes:
         rev = st.bump_revision(t.acc)
     for op in t.kvset:
         if op.writes:
@@ -351,16 +379,33 @@ cdef int run_txn(Txn t, Store st, Server srv) except -1:
             op.res = op.res + op.n
             st.ctr_write(op.k, op.res)
             wrote = True
-    if seq_last:
-        for k, v in seq_last.items():
+    if t.seq_last:
+        for k, v in t.seq_last.items():
             st.seq_write(k, v)
         wrote = True
     if t.idem:
-        now = wall_now() + srv.idempotency_ttl
+        expiry = wall_now() + srv.lim.idempotency_ttl
         for k in t.idem:
-            st.idem_write(k, now)
+            st.idem_write(k, expiry)
         wrote = True
-    return 1 if (wrote or kv_writes) else 0
+    return 1 if wrote else 0
+
+
+cdef int run_txn(Txn t, Store st, Server srv) except -1:
+    """Check and apply a validated Txn (the lock step, if any, is already done).
+    Raises ApiError with nothing changed; on success every Op holds its result.
+    Returns 1 if anything was written (the answer then waits for the open batch)."""
+    cdef Op op
+    if t.idem:
+        _check_idempotency(t, st)
+    _check_preconditions(t, st)
+    _check_ranges(t, st)
+    if t.adds_data() and not st.has_room():
+        raise E_STORAGE_FULL.error()
+    for op in t.kvget:            # reads see the state before this request's writes
+        op.res = st.kv_read(op.k)
+        op.val = st.r_val
+    return _apply(t, st, srv)
 
 
 cdef inline char* _put_i64(char* w, int64_t v) noexcept:
@@ -449,7 +494,9 @@ cdef Py_ssize_t _scratch_size = 0
 
 
 cdef char* _scratch_for(Py_ssize_t n) except NULL:
-    """A buffer of at least n bytes, reused (only the event loop thread builds answers)."""
+    """A buffer of at least n bytes, reused (only the event loop thread builds answers).
+    It keeps at most SCRATCH_KEEP_BYTES between answers (_scratch_done): one answer of
+    a thousand large values must not pin hundreds of MB for the process's life."""
     global _scratch, _scratch_size
     cdef void* p
     if n > _scratch_size:
@@ -496,4 +543,14 @@ cdef bytes txn_body(Txn t, bint has_lock=False, int64_t handle=0, double till=0)
     if w - start == 1:
         w += 1                                 # nothing: "{}"
     (w - 1)[0] = b'}'             # over the last comma (or after the "{")
-    return PyBytes_FromStringAndSize(start, w - start)
+    out = PyBytes_FromStringAndSize(start, w - start)
+    _scratch_done()
+    return out
+
+
+cdef inline void _scratch_done() noexcept:
+    global _scratch, _scratch_size
+    if _scratch_size > SCRATCH_KEEP_BYTES:
+        PyMem_Free(_scratch)
+        _scratch = NULL
+        _scratch_size = 0

@@ -9,38 +9,19 @@
 # older revision answers 410 compacted (the client re-reads and watches from Rev).
 
 cdef class Watcher(Timed):
-    cdef WatchHub hub
-    cdef Conn conn
-    cdef Slot slot
-    cdef bytes acc
-    cdef bytes k            # key watch: full record key; prefix watch: None
-    cdef bytes kj
-    cdef bytes prefix       # prefix watch: account \0 prefix
-    cdef int64_t ver        # the version (key) or revision (prefix) the client has
-    cdef bint live
 
-    cdef void on_time(self, double now):
-        self.hub.timed_out(self)
+    cdef int on_time(self, double now) except -1:
+        return self.hub.timed_out(self)
 
     def drop(self):
         self.hub.remove(self)
 
 
 cdef class AccountHistory:
-    """Delete markers of one account, oldest first, and the revision before which the
-    server no longer knows about deletes."""
-    cdef list marks          # [(rev, wall time, key bytes)]
-    cdef int64_t floor       # watches from a revision below this answer 410
+    pass
 
 
 cdef class WatchHub:
-    cdef Server srv
-    cdef Deadlines dl
-    cdef dict keys           # record key -> set of Watcher
-    cdef dict prefixes       # account -> {prefix record key -> set of Watcher}
-    cdef dict history        # account -> AccountHistory
-    cdef readonly Py_ssize_t nwatchers
-    cdef double retention
 
     def __cinit__(self, Server srv, Deadlines dl):
         self.srv = srv
@@ -49,7 +30,7 @@ cdef class WatchHub:
         self.prefixes = {}
         self.history = {}
         self.nwatchers = 0
-        self.retention = srv.cfg.delete_retention
+        self.retention = srv.lim.delete_retention
 
     # ---- delete markers (called for every delete that writes) --------------------------
     cdef AccountHistory _history(self, bytes acc):
@@ -62,12 +43,12 @@ cdef class WatchHub:
             self.history[acc] = h
         return h
 
-    cdef void deleted(self, bytes acc, bytes k, int64_t rev):
+    cdef int deleted(self, bytes acc, bytes k, int64_t rev) except -1:
         cdef AccountHistory h = self._history(acc)
         h.marks.append((rev, wall_now(), k))
         self._trim(h)
 
-    cdef void _trim(self, AccountHistory h):
+    cdef int _trim(self, AccountHistory h) except -1:
         cdef double cutoff = wall_now() - self.retention
         cdef Py_ssize_t i = 0, n = len(h.marks)
         while i < n and <double>h.marks[i][1] < cutoff:
@@ -115,10 +96,10 @@ cdef class WatchHub:
         cdef object body = parse_json(r.body)
         cdef dict d
         cdef object key = None, prefix = None, version = None
-        cdef double timeout = min(30.0, srv.max_watch_timeout)
+        cdef double timeout = srv.lim.default_watch_timeout
         cdef bint has_key = False
         if type(body) is not dict:
-            raise ApiError(400, "bad_request", "request body must be a JSON object")
+            raise E_NOT_OBJECT.error()
         d = <dict>body
         for name, v in d.items():
             if name == "ID" or name == "Key":
@@ -134,13 +115,13 @@ cdef class WatchHub:
                 except UnicodeEncodeError:
                     raise ApiError(400, "bad_request", "Prefix contains a lone surrogate escape")
                 if len(prefix) > MAX_KEY_BYTES or has_byte(prefix, 0):
-                    raise ApiError(400, "bad_key", "Prefix must be at most 256 UTF-8 bytes without NUL")
+                    raise ApiError(400, "bad_key", "Prefix must be at most %d UTF-8 bytes without NUL" % MAX_KEY_BYTES)
             elif name == "Version":
                 version = as_int64(v, "Version", 0, INT64_MAX)
             elif name == "Timeout":
-                timeout = as_seconds(_not_null(v, name), "Timeout", srv.max_watch_timeout, True)
+                timeout = as_seconds(_not_null(v, name), "Timeout", srv.lim.max_watch_timeout, True)
             else:
-                raise ApiError(400, "bad_request", "unknown field " + str(name))
+                raise unknown_field("", name)
         if version is None:
             raise ApiError(400, "bad_request", "Version is required")
         if has_key == (prefix is not None):
@@ -152,7 +133,7 @@ cdef class WatchHub:
     cdef int begin_get(self, Server srv, Request r) except -1:
         cdef dict params = r.params()
         cdef int64_t version = _qint(params, "watch", 0, 0, INT64_MAX)
-        cdef double timeout = _qseconds(params, "timeout", min(30.0, srv.max_watch_timeout), srv.max_watch_timeout, True)
+        cdef double timeout = _qseconds(params, "timeout", srv.lim.default_watch_timeout, srv.lim.max_watch_timeout, True)
         return self._watch_key(r, r.key, version, timeout)
 
     cdef int _watch_key(self, Request r, bytes key, int64_t version, double timeout) except -1:
@@ -163,7 +144,7 @@ cdef class WatchHub:
         cdef Watcher w
         cdef set group
         if cur != version or timeout == 0 or self.srv.shutting_down:
-            r.conn.reply(200, self._key_body(kj, cur, st.r_val), commit_seq(self.srv, False), r.head)
+            r.conn.reply(200, self._key_body(kj, cur, st.r_val), read_seq(st), r.head)
             return 0
         group = self.keys.get(k)
         self._check_room(group)
@@ -212,9 +193,9 @@ cdef class WatchHub:
         return 0
 
     cdef int _check_room(self, set group) except -1:
-        if self.nwatchers >= self.srv.max_watchers or (
-                group is not None and len(group) >= self.srv.max_watchers_per_key):
-            raise ApiError(429, "too_many", "too many watchers", None, b"Retry-After: 1\r\n")
+        if self.nwatchers >= self.srv.lim.max_watchers or (
+                group is not None and len(group) >= self.srv.lim.max_watchers_per_key):
+            raise E_TOO_MANY_WATCHERS.error()
         return 0
 
     cdef Watcher _new(self, Request r, double timeout, int64_t version):
@@ -230,11 +211,11 @@ cdef class WatchHub:
         return w
 
     # ---- ending a watch ---------------------------------------------------------------------
-    cdef void remove(self, Watcher w):
+    cdef int remove(self, Watcher w) except -1:
         cdef set group
         cdef dict groups
         if not w.live:
-            return
+            return 0
         w.live = False
         self.nwatchers -= 1
         self.dl.clear(w)
@@ -255,62 +236,66 @@ cdef class WatchHub:
                         if not groups:
                             del self.prefixes[w.acc]
 
-    cdef void _answer(self, Watcher w, bytes data, bytes body, int64_t seq):
+    cdef int _answer(self, Watcher w, bytes data, bytes body, int64_t seq) except -1:
         """`data` is the framed response shared by every plain slot."""
         self.remove(w)
         if w.slot.close or w.slot.head:
             data = frame(200, body, w.slot.close, w.slot.head)
         w.conn.fill(w.slot, data, seq)
 
-    cdef void timed_out(self, Watcher w):
+    cdef int timed_out(self, Watcher w) except -1:
         cdef Store st = self.srv.store
         cdef bytes body
         cdef int64_t v
         w.dl_when = 0
         if not w.live:
-            return
+            return 0
         st.wait_seq = 0
         if w.k is not None:
             v = st.kv_read(w.k)
             body = self._key_body(w.kj, v, st.r_val)
         else:
             body = b'{"Rev":%d,"KV":[]}' % self._durable_rev(w.acc)
-        self._answer(w, frame(200, body), body, st.wait_seq if st.wait_seq > st.durable_seq else 0)
+        self._answer(w, frame(200, body), body, read_seq(st))
 
     # ---- wake-ups after a commit ----------------------------------------------------------
-    cdef void committed(self, Batch b):
+    cdef int committed(self, Batch b) except -1:
         """Batch b is durable: answer the watchers of the keys it wrote."""
-        cdef bytes k, body, data
+        cdef bytes k
         cdef set group
-        cdef dict groups, bodies
-        cdef Watcher w
-        cdef int64_t ver
         cdef Store st = self.srv.store
         if self.nwatchers == 0:
-            return
+            return 0
         for k in b.kv:
             group = self.keys.get(k)
             if group:
-                ver = st.durable_kv(k)
-                self._wake_key(k, group, ver, st.r_val)
+                self._wake_key(k, group, st.durable_kv(k), st.r_val)
         if self.prefixes:
-            for acc in b.revs:
-                groups = self.prefixes.get(acc)
-                if not groups:
-                    continue
-                for p in list(groups):
-                    if not any([(<bytes>k).startswith(p) for k in b.kv]):
-                        continue
-                    bodies = {}        # watchers at the same revision share one answer
-                    for w in list(groups.get(p, ())):
-                        if w.ver not in bodies:
-                            body = self._prefix_changes(acc, p, w.ver)
-                            bodies[w.ver] = None if body is None else (body, frame(200, body))
-                        pair = bodies[w.ver]
-                        if pair is not None:
-                            self._answer(w, pair[1], pair[0], 0)
+            self._wake_prefixes(b)
+        return 0
 
-    cdef void _wake_key(self, bytes k, set group, int64_t ver, object val):
+    cdef int _wake_prefixes(self, Batch b) except -1:
+        cdef dict groups, bodies
+        cdef Watcher w
+        cdef bytes body
+        for acc in b.revs:
+            groups = self.prefixes.get(acc)
+            if not groups:
+                continue
+            for p in list(groups):
+                if not any([(<bytes>k).startswith(p) for k in b.kv]):
+                    continue
+                bodies = {}        # watchers at the same revision share one answer
+                for w in list(groups.get(p, ())):
+                    if w.ver not in bodies:
+                        body = self._prefix_changes(acc, p, w.ver)
+                        bodies[w.ver] = None if body is None else (body, frame(200, body))
+                    pair = bodies[w.ver]
+                    if pair is not None:
+                        self._answer(w, pair[1], pair[0], 0)
+        return 0
+
+    cdef int _wake_key(self, bytes k, set group, int64_t ver, object val) except -1:
         """Answer every watcher of k not already at `ver`: one body, one framing, the
         same bytes to every connection; the per-watcher work is the write itself."""
         cdef Watcher w
@@ -337,7 +322,7 @@ cdef class WatchHub:
         if keep is not None:
             self.keys[k] = keep
 
-    cpdef shutdown(self):
+    cdef int shutdown(self) except -1:
         """Answer every watcher at once with its current state (and close)."""
         cdef Watcher w
         for group in list(self.keys.values()):
@@ -349,3 +334,8 @@ cdef class WatchHub:
                 for w in list(group):
                     w.slot.close = True
                     self.timed_out(w)
+
+
+# ---- the watch route's handler ------------------------------------------------------------
+cdef int watch_post(Server srv, Request r) except -1:
+    return srv.watches.begin_post(srv, r)

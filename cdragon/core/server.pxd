@@ -1,0 +1,39 @@
+# Server: the one owner of the loop's state (server.pyx).
+
+cdef class Server:
+    cdef object loop
+    cdef object storage
+    cdef readonly object cfg
+    cdef readonly Store store
+    cdef set conns
+    cdef bint writer_busy, kick_scheduled, ckpt_busy
+    cdef double ckpt_retry_at
+    cdef public bint shutting_down
+    cdef public object storage_error
+    cdef bytes health_body
+    cdef object pending_ops
+    cdef object sweep_handle
+    cdef readonly Deadlines deadlines
+    cdef public LockTable locks
+    cdef public WatchHub watches
+    cdef Limits lim                # the settings the request path reads
+    cdef Fixed body_too_large      # 413 for a body over lim.max_body_bytes
+    # counters for tests and metrics
+    cdef readonly int64_t commits, committed_requests, checkpoints
+    cdef double now            # mono_now() at the start of the current data_received
+    cdef bint now_fresh        # ... or on_commit, while that runs
+
+    # connections (Conn)
+    cdef bint conn_open(self, Conn c) except -1
+    cdef int conn_lost(self, Conn c) except -1
+    cdef int drop_owner(self, object owner) except -1
+    cdef int dispatch(self, Conn conn, bytes method, bytes url, bytes body) except -1
+    # group commit
+    cdef int after_write(self) except -1
+    cdef int kick(self) except -1
+    # inside
+    cdef int _maybe_checkpoint(self) except -1
+    cdef int _checkpoint(self) except -1
+    cdef bint _grow(self, int64_t want, bint past_max) except -1
+    cdef int _settle(self) except -1
+    cdef int _fail_batches(self, object err) except -1
