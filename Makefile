@@ -43,7 +43,7 @@ bench: setup
 	$(PY) bench/suite.py
 
 clean:
-	rm -rf build cdragon/*.so cdragon/*.c cdragon/.core-built
+	rm -rf build dist *.egg-info cdragon/*.so cdragon/*.c cdragon/.core-built
 
 # `make binary`: dist/cdragon, one executable with Python and every dependency inside
 # (see packaging/README.md). PyInstaller is installed into .venv by this target only.

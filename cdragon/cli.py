@@ -1,6 +1,10 @@
 """Command line: `cdragon serve | version | check-config`.
 
 Owns argument parsing and exit codes only; serving lives in cdragon.server.
+
+Exit codes (README.md "Exit codes", packaging/README.md). A start-up failure prints
+one line on stderr, `cdragon: ...`, never a traceback. The systemd units restart
+after 1 only: `RestartPreventExitStatus=2 3 4 5`, since a restart cannot fix those.
 """
 from __future__ import annotations
 
@@ -12,6 +16,13 @@ import sys
 
 from cdragon import __version__
 from cdragon.config import ConfigError, load
+
+EXIT_OK = 0                 # clean stop (SIGTERM/SIGINT, everything committed)
+EXIT_CRASH = 1              # unexpected error, with a traceback: systemd restarts it
+EXIT_CONFIG = 2             # bad config file, variable or flag
+EXIT_DATA_DIR_BUSY = 3      # another process serves from the same data_dir
+EXIT_DATA_DIR_UNUSABLE = 4  # data_dir cannot be created, read or written, or wrong schema
+EXIT_CANNOT_LISTEN = 5      # address in use, permission denied, host does not resolve
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -51,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.cmd == "version":
         print(_version_line())
-        return 0
+        return EXIT_OK
     if args.cmd == "check-config":
         path = args.file or args.config
         env = sorted(k for k in os.environ if k.startswith("CDRAGON_"))
@@ -63,16 +74,23 @@ def main(argv: list[str] | None = None) -> int:
                 # range checks name neither the file nor the variable
                 msg = f"{path}{' with ' + ', '.join(env) if env else ''}: {msg}"
             print(f"cdragon: config error: {msg}", file=sys.stderr)
-            return 2
+            return EXIT_CONFIG
         print(f"config ok: {path or 'no file, built-in defaults'}"
               + (f" (with {', '.join(env)} from the environment)" if env else "")
               + f": listen={cfg.listen} data_dir={cfg.data_dir}")
-        return 0
+        return EXIT_OK
     try:
         cfg = load(args.config, overrides={"listen": args.listen, "data_dir": args.data_dir})
     except ConfigError as e:
         print(f"cdragon: config error: {e}", file=sys.stderr)
-        return 2
-    from cdragon.server import serve
+        return EXIT_CONFIG
+    from cdragon.datadir import DataDirBusy, DataDirUnusable
+    from cdragon.server import CannotListen, serve
 
-    return serve(cfg)
+    codes = {DataDirBusy: EXIT_DATA_DIR_BUSY, DataDirUnusable: EXIT_DATA_DIR_UNUSABLE,
+             CannotListen: EXIT_CANNOT_LISTEN}
+    try:
+        return serve(cfg)
+    except tuple(codes) as e:
+        print(f"cdragon: {e}", file=sys.stderr)
+        return codes[type(e)]

@@ -4,27 +4,39 @@ event loop together; owns the listening socket, signals and the shutdown sequenc
 Shutdown (SIGTERM/SIGINT): stop listening but accept what is already in the backlog,
 answer every request (served, or 503 shutting_down), commit the last batch, exit 0
 within `shutdown_timeout` seconds.
+
+Start-up: lock the data directory (cdragon.datadir), open the storage, listen. A
+failure of one of these raises DataDirBusy, DataDirUnusable or CannotListen, whose text
+is the one line the command prints; cdragon.cli turns them into exit codes.
 """
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import logging
+import os
 import resource
 import signal
 import socket
 import sys
 import time
 
+import lmdb
 import uvloop
 
 from cdragon import __version__
 from cdragon._core import Server
-from cdragon import sd_notify
+from cdragon import datadir, sd_notify
 from cdragon.config import Config
-from cdragon.storage import Storage
+from cdragon.datadir import DataDirUnusable
+from cdragon.storage import Storage, StorageError
 
 log = logging.getLogger("cdragon")
+
+
+class CannotListen(Exception):
+    """The listening socket cannot be set up (address in use, no permission, unknown host)."""
 
 
 def _raise_fd_limit(want: int) -> None:
@@ -46,9 +58,22 @@ def _raise_fd_limit(want: int) -> None:
 def _listen_socket(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(4096)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(4096)
+    except OSError as e:
+        sock.close()
+        where = f"{host}:{port}" if family == socket.AF_INET else f"[{host}]:{port}"
+        if isinstance(e, socket.gaierror):
+            why = f"host {host!r} does not resolve ({e.strerror})"
+        elif e.errno == errno.EADDRINUSE:
+            why = "the address is already in use (another server listens there)"
+        elif e.errno in (errno.EACCES, errno.EPERM) and port < 1024:
+            why = f"{e.strerror}: ports below 1024 need CAP_NET_BIND_SERVICE"
+        else:
+            why = e.strerror or str(e)
+        raise CannotListen(f"cannot listen on {where}: {why}") from None
     sock.setblocking(False)
     return sock
 
@@ -58,18 +83,26 @@ class Runner:
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
+        try:
+            self.storage = Storage(cfg.data_dir, cfg.initial_map_bytes, cfg.max_storage_bytes)
+        except (StorageError, lmdb.Error, OSError) as e:   # e.g. schema mismatch
+            raise DataDirUnusable(datadir.describe(cfg.data_dir, e)) from None
         self.loop = uvloop.new_event_loop()
         asyncio.set_event_loop(self.loop)
-        self.storage = Storage(cfg.data_dir, cfg.initial_map_bytes, cfg.max_storage_bytes)
         self.server = Server(self.loop, self.storage, cfg, __version__)
         self.listener = None
         self.backlog_sock = None
         self.stopping = False
 
     def run(self) -> int:
-        _raise_fd_limit(self.cfg.max_connections + 64)
         host, port = self.cfg.listen_host_port()
-        sock = _listen_socket(host, port)
+        try:
+            sock = _listen_socket(host, port)
+        except CannotListen:
+            self.storage.close()
+            self.loop.close()
+            raise
+        _raise_fd_limit(self.cfg.max_connections + 64)
         # keep our own handle on the listening socket: at shutdown the loop's server is
         # closed, and this one still drains connections already in the backlog
         self.backlog_sock = sock.dup()
@@ -145,15 +178,12 @@ class Runner:
 
 
 def serve(cfg: Config) -> int:
+    """Serve until a signal; 0 after a clean stop. Start-up failures raise DataDirBusy,
+    DataDirUnusable or CannotListen; anything else is a crash (a traceback)."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    owner = datadir.lock(cfg.data_dir)   # before LMDB opens, held until the process ends
     try:
-        runner = Runner(cfg)
-    except OSError as e:
-        log.error("cannot start: %s", e)
-        return 1
-    try:
-        return runner.run()
-    except OSError as e:
-        log.error("cannot serve on %s: %s", cfg.listen, e)
-        return 1
+        return Runner(cfg).run()
+    finally:
+        os.close(owner)

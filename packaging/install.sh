@@ -12,6 +12,9 @@
 #   /etc/cdragon/cdragon.toml              the config, only if there is none yet
 #   /etc/cdragon/cdragon.toml.example      the commented example, always refreshed
 #   system user and group `cdragon`        owner of /var/lib/cdragon*, no login
+#   /etc/systemd/system/cdragon.service.d/data-dir.conf
+#                                          only when the config's data_dir lies outside
+#                                          /var/lib/cdragon: ReadWritePaths= for it
 # and checks the config with `cdragon check-config`. It does not start anything:
 # `systemctl enable --now cdragon` does (or `systemctl restart cdragon` after an upgrade).
 #
@@ -112,7 +115,49 @@ else
     mv "$conf.new" "$conf"
     say "installed $CONFDIR/cdragon.toml (edit it, then: systemctl enable --now cdragon)"
 fi
-"$DESTDIR$BINDIR/cdragon" check-config "$conf" || die "fix $CONFDIR/cdragon.toml (see the message above)"
+checked=$("$DESTDIR$BINDIR/cdragon" check-config "$conf") || die "fix $CONFDIR/cdragon.toml (see the message above)"
+printf '%s\n' "$checked"
+
+# --- data_dir outside the StateDirectory: a drop-in lets the unit write it ---------------
+# ProtectSystem=strict leaves /var/lib/cdragon (StateDirectory=) writable and nothing
+# else; a data_dir elsewhere must be listed in ReadWritePaths=, or the server exits 4
+# ("read-only file system"). A relative data_dir is under WorkingDirectory=/var/lib/cdragon.
+# The "-" prefix: should the directory go missing, the server says so and exits 4
+# instead of systemd failing the start with 226/NAMESPACE (and restarting it forever).
+# cdragon@.service passes --data-dir under /var/lib itself and needs nothing.
+data_dir=${checked##* data_dir=}
+dropin_dir=$UNITDIR/cdragon.service.d
+dropin=$dropin_dir/data-dir.conf
+marker="# Written by install.sh"
+case $data_dir in
+    /var/lib/cdragon | /var/lib/cdragon/* | [!/]*) outside= ;;
+    *) outside=yes ;;
+esac
+case $data_dir in
+    .. | ../* | */.. | */../*) die "data_dir $data_dir: give it without '..' components" ;;
+    *[[:space:]\\\"\']*) [ -z "$outside" ] || die "data_dir $data_dir: a path with spaces, quotes or backslashes needs $dropin written by hand (packaging/README.md)" ;;
+esac
+if [ -n "$outside" ]; then
+    mkdir -p "$DESTDIR$dropin_dir"
+    escaped=$(printf '%s' "$data_dir" | sed 's/%/%%/g')   # % starts a systemd specifier
+    printf '%s: data_dir in %s lies outside the StateDirectory,\n# and ProtectSystem=strict leaves everything else read-only. Run install.sh again\n# after changing data_dir.\n[Service]\nReadWritePaths=-%s\n' \
+        "$marker" "$CONFDIR/cdragon.toml" "$escaped" > "$DESTDIR$dropin.new"
+    chmod 0644 "$DESTDIR$dropin.new"
+    mv -f "$DESTDIR$dropin.new" "$DESTDIR$dropin"
+    say "installed $dropin: ReadWritePaths=-$escaped (data_dir is outside /var/lib/cdragon)"
+    if [ -z "$DESTDIR" ] && [ ! -e "$data_dir" ]; then
+        mkdir -p "$data_dir"
+        chown "$USER_NAME:$USER_NAME" "$data_dir"
+        chmod 0750 "$data_dir"
+        say "created $data_dir (owner $USER_NAME)"
+    elif [ -z "$DESTDIR" ] && [ "$(stat -c %U "$data_dir" 2>/dev/null)" != "$USER_NAME" ]; then
+        say "note: $data_dir is not owned by $USER_NAME; the service must be able to write it"
+    fi
+elif [ -f "$DESTDIR$dropin" ] && head -n 1 "$DESTDIR$dropin" | grep -q "^$marker"; then
+    rm -f "$DESTDIR$dropin"
+    rmdir "$DESTDIR$dropin_dir" 2>/dev/null || true
+    say "removed $dropin (data_dir is under /var/lib/cdragon again)"
+fi
 
 # --- systemd -----------------------------------------------------------------------------
 if [ -z "$DESTDIR" ] && [ -d /run/systemd/system ]; then

@@ -7,8 +7,10 @@
 # Checks: Type=notify readiness (the notification comes from onefile's child process),
 # the hardened unit runs as user cdragon with its state and cache dirs while /tmp is
 # noexec, lock + KV survive a restart, a crash -> Restart=on-failure, a stale unpack
-# dir is cleared, a clean stop is exit 0, two template instances side by side,
-# and a broken config fails the start without a restart loop.
+# dir is cleared, a clean stop is exit 0, two template instances side by side, a
+# data_dir outside /var/lib fails (exit 4, no restart loop) until install.sh writes its
+# ReadWritePaths= drop-in, a second server on the same data dir exits 3, and a broken
+# config fails the start without a restart loop.
 set -u
 exec >/out/log 2>&1
 STEP=start
@@ -112,6 +114,42 @@ expect "instances have separate data" "$(http GET 8083 /db/a/kv/only82 | grep -c
 ok "data in /var/lib/cdragon-8082 and -8083"
 systemctl stop cdragon@8082 cdragon@8083
 expect "instance exit" "$(prop cdragon@8082 Result)" "success"
+
+step "data_dir outside /var/lib/cdragon, no drop-in: exit 4, no restart loop"
+cp /etc/cdragon/cdragon.toml /root/cdragon.toml.saved
+sed -i 's#^data_dir = .*#data_dir = "/srv/cdragon-data"#' /etc/cdragon/cdragon.toml
+mkdir -p /srv/cdragon-data && chown cdragon:cdragon /srv/cdragon-data
+systemctl start cdragon && fail "started with data_dir outside ReadWritePaths="
+sleep 3
+expect "state" "$(prop cdragon ActiveState)" "failed"
+expect "exit status" "$(prop cdragon ExecMainStatus)" "4"
+expect "restarts" "$(prop cdragon NRestarts)" "0"
+journalctl --no-pager -o cat -u cdragon | grep -q "read-only file system.*ReadWritePaths=" \
+    || fail "no read-only file system line in the journal"
+ok "the journal names ReadWritePaths="
+systemctl reset-failed cdragon
+
+step "install.sh again: the drop-in lets it start there"
+sh /src/packaging/install.sh /src/dist/cdragon >/dev/null || fail "install.sh failed"
+grep -qx 'ReadWritePaths=-/srv/cdragon-data' /etc/systemd/system/cdragon.service.d/data-dir.conf \
+    || fail "no drop-in"
+systemctl start cdragon || fail "start with the drop-in"
+expect "health" "$(http GET 8081 /health)" '{"Status":"ok","Version":"0.1.0"}'
+[ -f /srv/cdragon-data/data.mdb ] || fail "no /srv/cdragon-data/data.mdb"
+ok "data in /srv/cdragon-data"
+
+step "a second server on the same data dir: exit 3, naming the first"
+owner=$(cat /srv/cdragon-data/cdragon.lock)
+msg=$(runuser -u cdragon -- env TMPDIR=/var/cache/cdragon /usr/local/bin/cdragon serve \
+      --listen 127.0.0.1:8099 --data-dir /srv/cdragon-data 2>&1)
+expect "exit code" "$?" "3"
+case $msg in *"PID $owner"*) ok "$msg" ;; *) fail "message: $msg" ;; esac
+expect "the first still serves" "$(http PUT 8081 /db/a/kv/srv '1')" '{"Key":"srv","Version":1}'
+systemctl stop cdragon
+cp /root/cdragon.toml.saved /etc/cdragon/cdragon.toml
+sh /src/packaging/install.sh /src/dist/cdragon >/dev/null || fail "install.sh failed"
+[ ! -e /etc/systemd/system/cdragon.service.d/data-dir.conf ] || fail "drop-in not removed"
+ok "drop-in removed with data_dir back in /var/lib/cdragon"
 
 step "broken config: the start fails, no restart loop"
 echo 'max_ops = 0' >>/etc/cdragon/cdragon.toml

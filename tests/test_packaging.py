@@ -17,6 +17,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -29,7 +30,7 @@ import pytest
 
 from helpers import REPO, VERSION, free_port
 
-from cdragon import sd_notify
+from cdragon import cli, sd_notify
 from cdragon.config import Config
 
 PKG = REPO / "packaging"
@@ -249,6 +250,10 @@ def test_unit_key_lines(name):
     assert s["NotifyAccess"] == "all"  # onefile: the server is a child of the main PID
     assert s["User"] == "cdragon" and s["Group"] == "cdragon"
     assert s["Restart"] == "on-failure"
+    # no restart after the exit codes a restart cannot fix: every EXIT_* but 0 and 1
+    permanent = sorted(v for k, v in vars(cli).items() if k.startswith("EXIT_") and v > 1)
+    assert permanent == [2, 3, 4, 5]
+    assert [int(c) for c in s["RestartPreventExitStatus"].split()] == permanent
     assert int(s["LimitNOFILE"]) >= 100_000 + 1000
     assert float(s["TimeoutStopSec"]) > Config.shutdown_timeout
     assert s["KillMode"] == "mixed"
@@ -326,6 +331,83 @@ def test_install_sh_is_idempotent_and_keeps_the_config(tmp_path):
     p = subprocess.run(["sh", str(PKG / "install.sh"), str(fake)], capture_output=True, text=True,
                        env=env, timeout=60, stdin=subprocess.DEVNULL)
     assert p.returncode != 0 and "max_ops must be > 0" in p.stderr, p.stdout + p.stderr
+
+
+def _install(fake: Path, dest: Path, ok: bool = True) -> subprocess.CompletedProcess:
+    p = subprocess.run(["sh", str(PKG / "install.sh"), str(fake)], capture_output=True, text=True,
+                       env=_env(DESTDIR=str(dest), PYTHONPATH=str(REPO)), timeout=60,
+                       stdin=subprocess.DEVNULL)
+    assert (p.returncode == 0) == ok, p.stdout + p.stderr
+    return p
+
+
+def test_install_sh_drop_in_for_a_data_dir_outside_the_state_directory(tmp_path):
+    """ProtectSystem=strict leaves only /var/lib/cdragon writable: install.sh reads the
+    configured data_dir (through check-config) and writes ReadWritePaths= for it into
+    cdragon.service.d/data-dir.conf, removes its own drop-in when the data_dir comes
+    back, and keeps one the admin wrote."""
+    fake = tmp_path / "cdragon"
+    fake.write_text(f"#!/bin/sh\nexec {sys.executable} -m cdragon \"$@\"\n")
+    fake.chmod(0o755)
+    dest = tmp_path / "root"
+    conf = dest / "etc/cdragon/cdragon.toml"
+    units = dest / "etc/systemd/system"
+    dropin = units / "cdragon.service.d" / "data-dir.conf"
+
+    _install(fake, dest)
+    assert not (units / "cdragon.service.d").exists()   # the example's /var/lib/cdragon
+
+    for inside in ("/var/lib/cdragon/sub", "relative/to/the/state/dir"):
+        conf.write_text(f'data_dir = "{inside}"\n')
+        _install(fake, dest)
+        assert not dropin.exists(), inside
+
+    conf.write_text('data_dir = "/srv/cdragon-data"\n')
+    out = _install(fake, dest).stdout
+    assert "data-dir.conf" in out, out
+    text = dropin.read_text()
+    assert text.startswith("# Written by install.sh")
+    assert dropin.stat().st_mode & 0o777 == 0o644
+    cp = configparser.ConfigParser(interpolation=None, delimiters=("=",))
+    cp.optionxform = str
+    cp.read_string(text)
+    assert {k: dict(v) for k, v in cp.items() if k != "DEFAULT"} == \
+        {"Service": {"ReadWritePaths": "-/srv/cdragon-data"}}
+    assert _install(fake, dest).returncode == 0 and dropin.read_text() == text   # idempotent
+
+    # systemd's parser on the unit with the drop-in beside it
+    if shutil.which("systemd-analyze"):
+        stub = tmp_path / "bin" / "cdragon"
+        stub.parent.mkdir()
+        stub.write_text("#!/bin/sh\n")
+        stub.chmod(0o755)
+        check = tmp_path / "verify"
+        (check / "cdragon.service.d").mkdir(parents=True)
+        (check / "cdragon.service").write_text(
+            (units / "cdragon.service").read_text().replace("/usr/local/bin/cdragon", str(stub)))
+        shutil.copy(dropin, check / "cdragon.service.d" / "data-dir.conf")
+        p = subprocess.run(["systemd-analyze", "verify", str(check / "cdragon.service")],
+                           capture_output=True, text=True, timeout=60, cwd=str(tmp_path),
+                           stdin=subprocess.DEVNULL)
+        assert p.returncode == 0 and "cdragon" not in p.stderr, p.stdout + p.stderr
+
+    # % is a systemd specifier: written as %%
+    conf.write_text('data_dir = "/srv/cd%data"\n')
+    _install(fake, dest)
+    assert "ReadWritePaths=-/srv/cd%%data\n" in dropin.read_text()
+    # a path systemd would split is refused, with a pointer to the manual way
+    conf.write_text('data_dir = "/srv/my data"\n')
+    p = _install(fake, dest, ok=False)
+    assert "/srv/my data" in p.stderr and "by hand" in p.stderr, p.stderr
+    # data_dir back under /var/lib/cdragon: our drop-in goes
+    conf.write_text('data_dir = "/var/lib/cdragon"\n')
+    out = _install(fake, dest).stdout
+    assert not dropin.exists() and "removed" in out, out
+    # one the admin wrote stays
+    dropin.parent.mkdir()
+    dropin.write_text("[Service]\nReadWritePaths=/srv/mine\n")
+    _install(fake, dest)
+    assert dropin.read_text() == "[Service]\nReadWritePaths=/srv/mine\n"
 
 
 # --------------------------------------------------------------------------- (d) the binary
