@@ -22,7 +22,7 @@ pinned to CPU 0 (taskset), the load generator pinned to CPU 1, taking turns row 
 - cdragon: `python -m cdragon serve`, wrk + bench/lua/suite_write.lua / suite_lock.lua;
 - redis: Redis 7, `appendonly yes`, `appendfsync always`; `redis-benchmark` (SET, INCR),
   and for lock pairs `SET k 1 NX PX 30000` then `DEL k`, two round trips per pair, by a
-  small client in this file (`suite.py redis-lock-client`, uvloop, raw RESP);
+  small client (bench/redis_lock_client.py, run as `suite.py redis-lock-client`; uvloop, raw RESP);
 - etcd: etcd 3.4 single node through its HTTP/JSON gateway (`/v3/kv/put`, and for lock
   pairs a `/v3/kv/txn` try-lock + `/v3/kv/deleterange`), wrk + bench/lua/suite_etcd.lua.
 
