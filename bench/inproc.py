@@ -8,27 +8,21 @@ versions of the request path far more steadily than a wrk run on a shared machin
     taskset -c 0 .venv/bin/python bench/inproc.py kv 1 1000     # KVSet 64 B, 1 x 1000 keys
     taskset -c 0 .venv/bin/python bench/inproc.py lock 1 1      # lock + unlock, a key per connection
     (optional 4th argument: rounds of 400 requests, default 250; REPO=dir to time another checkout)
+
+The fake transport is tests/fake_transport.py (the in-process tests drive the server the same way).
 """
 import asyncio, os, sys, time, tempfile, shutil, random
-sys.path.insert(0, os.environ.get("REPO", os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.environ.get("REPO", HERE))
+sys.path.insert(1, os.path.join(HERE, "tests"))    # this checkout's fake transport, whichever REPO is timed
 import uvloop
+from fake_transport import FakeTransport
 from cdragon import config, __version__
 from cdragon.storage import Storage
 from cdragon._core import Server
 
 import re
 HANDLE = re.compile(rb'"Lock":(\d+)')
-class T:
-    __slots__ = ("n", "closed", "last")
-    def __init__(self): self.n = 0; self.closed = False; self.last = b""
-    def write(self, d): self.n += 1; self.last = d
-    def writelines(self, d): self.n += 1
-    def pause_reading(self): pass
-    def resume_reading(self): pass
-    def close(self): self.closed = True
-    def is_closing(self): return self.closed
-    def get_extra_info(self, *a, **k): return None
-    def get_write_buffer_size(self): return 0
 
 def main():
     kind, acc, keys = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -42,7 +36,7 @@ def main():
     srv.start()
     conns, ts = [], []
     for i in range(nconn):
-        c = srv.protocol(); t = T(); c.connection_made(t); conns.append(c); ts.append(t)
+        c = srv.protocol(); t = FakeTransport(); c.connection_made(t); conns.append(c); ts.append(t)
     def req():
         a = random.randrange(acc); k = random.randrange(keys)
         if kind == "add":

@@ -41,6 +41,7 @@ import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ports import free_port
 from sections import replace_section
 
 REPO = Path(__file__).resolve().parent.parent
@@ -256,7 +257,6 @@ def render(args, out: dict, data_bytes: int, exit_code: int) -> str:
     per_lock = (wl["VmRSS"] - lb["VmRSS"]) * 1024 / args.locks
     per_lock_anon = (wl["RssAnon"] - lb["RssAnon"]) * 1024 / args.locks
     lines = [
-        MARKER,
         "## Lock table memory (`bench/locks_rss.py`)",
         "",
         f"Run of {out['date']}: a fresh server (data on the real disk), pinned to CPU 0, the client on CPU 1; "
@@ -314,9 +314,7 @@ def main() -> int:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else need, hard))
 
     if not args.port:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            args.port = s.getsockname()[1]
+        args.port = free_port()
     two_cpus = (os.cpu_count() or 1) >= 2
     if two_cpus:
         os.sched_setaffinity(0, {1})

@@ -81,7 +81,7 @@ case $fstype in tmpfs|ramfs) die "$DATA_ROOT is on $fstype, not a real disk: set
 PIDS=()
 DATA_DIRS=()
 
-free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+free_port() { "$PY" "$BENCH/ports.py"; }   # bench/ports.py: the one port picker of bench/
 
 source "$BENCH/lib.sh"   # stop_pid
 

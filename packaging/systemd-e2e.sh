@@ -40,6 +40,10 @@ expect() {  # WHAT ACTUAL EXPECTED
     ok "$1: $2"
 }
 count_mei() { find /var/cache/cdragon -maxdepth 1 -name '_MEI*' | wc -l; }
+# the version /health reports: the one definition, cdragon/__init__.py's __version__
+VERSION=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' /src/cdragon/__init__.py)
+HEALTH_OK="{\"Status\":\"ok\",\"Version\":\"$VERSION\"}"
+[ -n "$VERSION" ] || { echo "FAIL: no __version__ in /src/cdragon/__init__.py"; finish 1; }
 
 step "noexec /tmp, as on hardened hosts"
 mount -o remount,noexec /tmp 2>/dev/null || mount -t tmpfs -o noexec tmpfs /tmp || fail "cannot make /tmp noexec"
@@ -56,7 +60,7 @@ step "start (Type=notify)"
 systemctl start cdragon || fail "systemctl start"
 expect "state after start" "$(prop cdragon ActiveState)/$(prop cdragon SubState)" "active/running"
 expect "status text" "$(prop cdragon StatusText)" "serving on 127.0.0.1:8081"
-expect "health" "$(http GET 8081 /health)" '{"Status":"ok","Version":"0.1.0"}'
+expect "health" "$(http GET 8081 /health)" "$HEALTH_OK"
 main=$(prop cdragon MainPID)
 expect "runs as" "$(ps -o user= -p "$main" | tr -d ' ')" "cdragon"
 # LimitNOFILE=262144, or systemd's own hard limit where a sandbox caps it lower
@@ -93,7 +97,7 @@ until [ "$(prop cdragon NRestarts)" = 1 ] && [ "$(prop cdragon SubState)" = runn
     i=$((i + 1)); [ $i -lt 200 ] || fail "not restarted"; sleep 0.1
 done
 [ "$(prop cdragon MainPID)" != "$main" ] || fail "same MainPID"
-expect "health after crash" "$(http GET 8081 /health)" '{"Status":"ok","Version":"0.1.0"}'
+expect "health after crash" "$(http GET 8081 /health)" "$HEALTH_OK"
 expect "data after crash" "$(http GET 8081 /db/a/kv/k)" '{"Key":"k","Value":"v","Version":1}'
 systemctl stop cdragon
 
@@ -106,8 +110,8 @@ systemctl stop cdragon
 
 step "template instances"
 systemctl start cdragon@8082 cdragon@8083 || fail "start instances"
-expect "8082" "$(http GET 8082 /health)" '{"Status":"ok","Version":"0.1.0"}'
-expect "8083" "$(http GET 8083 /health)" '{"Status":"ok","Version":"0.1.0"}'
+expect "8082" "$(http GET 8082 /health)" "$HEALTH_OK"
+expect "8083" "$(http GET 8083 /health)" "$HEALTH_OK"
 http PUT 8082 /db/a/kv/only82 '1' >/dev/null
 expect "instances have separate data" "$(http GET 8083 /db/a/kv/only82 | grep -c not_found)" "1"
 [ -f /var/lib/cdragon-8082/data.mdb ] && [ -f /var/lib/cdragon-8083/data.mdb ] || fail "instance data dirs"

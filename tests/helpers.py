@@ -20,7 +20,11 @@ import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-VERSION = "0.1.0"
+if str(REPO) not in sys.path:        # the checkout's cdragon, however pytest was started
+    sys.path.insert(0, str(REPO))
+
+from cdragon import __version__ as VERSION   # noqa: E402  (the one definition)
+
 INT64_MAX = 2**63 - 1
 INT64_MIN = -(2**63)
 
