@@ -12,13 +12,14 @@ from __future__ import annotations
 
 
 class FakeTransport:
-    __slots__ = ("n", "last", "chunks", "closed", "reading", "pauses", "resumes", "loop", "protocol")
+    __slots__ = ("n", "last", "chunks", "closed", "aborted", "reading", "pauses", "resumes", "loop", "protocol")
 
     def __init__(self, record: bool = False, loop=None, protocol=None):
         self.n = 0               # write() / writelines() calls
         self.last = b""          # the last write()'s bytes
         self.chunks = [] if record else None   # every write, when recording
         self.closed = False
+        self.aborted = False     # abort() was called (closed at once, buffer dropped)
         self.reading = True      # False between pause_reading() and resume_reading()
         self.pauses = 0          # pause_reading() calls
         self.resumes = 0         # resume_reading() calls
@@ -51,6 +52,10 @@ class FakeTransport:
         self.closed = True
         if self.loop is not None and self.protocol is not None:
             self.loop.call_soon(self.protocol.connection_lost, None)
+
+    def abort(self) -> None:
+        self.aborted = True
+        self.close()
 
     def is_closing(self) -> bool:
         return self.closed
