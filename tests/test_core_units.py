@@ -87,3 +87,29 @@ def test_deadlines_fire_in_order_and_skip_cancelled():
         assert len(d) == 0
     finally:
         loop.close()
+
+
+# ---- the answer buffer: reused, but a huge answer does not pin its memory ------------
+def test_answer_buffer_keeps_at_most_a_megabyte():
+    n, kept = _core._answer_buffer_after(100)
+    assert n > 100 and 0 < kept < 1 << 20            # small answers reuse the buffer
+    n, kept = _core._answer_buffer_after(5_000_000)
+    assert n > 5_000_000 and kept == 0               # a 5 MB answer's buffer is let go
+    n, kept = _core._answer_buffer_after(100)
+    assert 0 < kept < 1 << 20
+
+
+# ---- the error table ------------------------------------------------------------------
+def test_fixed_errors_are_api_errors():
+    seen = set()
+    for status, code, message, body, closing in _core._fixed_errors():
+        assert json.loads(body) == {"Code": code, "Message": message}
+        assert closing.startswith(b"HTTP/1.1 %d " % status) and closing.endswith(b"\r\n\r\n" + body)
+        assert b"Connection: close\r\n" in closing
+        assert (status, code, message) not in seen        # each answer exists once
+        seen.add((status, code, message))
+
+
+def test_error_body_survives_a_lone_surrogate():
+    body = _core._error_body("bad_request", "unknown field \ud800x")
+    assert json.loads(body) == {"Code": "bad_request", "Message": "unknown field ?x"}

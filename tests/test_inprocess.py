@@ -428,3 +428,29 @@ def test_shutdown_answers_waiters_and_watchers_and_counts_drop(inproc):
     c = s.counts()
     assert (c["waiters"], c["watchers"], c["connections"]) == (0, 0, 1)   # the holder stays connected
     assert c["locks_held"] == 1                  # a held lock outlives a shutdown (and a restart)
+
+
+# --------------------------------------------------------------------------- closing
+
+def test_a_peer_that_never_takes_its_408_is_aborted(inproc):
+    """A slow-header client gets 408 and close(); when the transport never finishes
+    closing (a peer that does not read keeps close() waiting), the sweep aborts it."""
+    h = inproc(header_timeout=0.3, idle_timeout=5)
+    c = h.client()
+    c.tr.loop = None                  # close() marks the transport, never reports loss
+    c.send(b"POST /db/a HTTP/1.1\r\nHost: t\r\nX-Slow: abc")
+    got = c.wait_answers(1, "the 408")
+    assert got[0][0] == 408 and json.loads(got[0][2])["Code"] == "request_timeout"
+    assert c.tr.closed and not c.tr.aborted
+    h.run_until(lambda: c.tr.aborted, "abort after the close grace")
+
+
+def test_an_idle_close_that_never_completes_is_aborted(inproc):
+    h = inproc(idle_timeout=0.3)
+    c = h.client()
+    c.tr.loop = None
+    c.send(get("/health"))
+    assert c.wait_answers(1)[0][0] == 200
+    h.run_until(lambda: c.tr.closed, "the idle close")
+    assert not c.tr.aborted
+    h.run_until(lambda: c.tr.aborted, "abort after the close grace")

@@ -98,9 +98,9 @@ cdef object parse_json(bytes body):
     """Parse a request body; raises ApiError 400 on anything API.md rejects."""
     cdef int bad = json_scan(body)
     if bad == 1:
-        raise ApiError(400, "bad_request", "JSON nested deeper than 512 levels")
+        raise E_JSON_DEPTH.error()
     if bad == 2:
-        raise ApiError(400, "bad_request", "invalid JSON: control character in a string")
+        raise E_JSON_CONTROL.error()
     try:
         return _ujson_loads(body)
     except (ValueError, OverflowError) as e:
@@ -150,7 +150,7 @@ cdef bytes key_bytes(object s, str what):
 cdef int check_key_bytes(bytes b, str what) except -1:
     cdef Py_ssize_t n = PyBytes_GET_SIZE(b)
     if n < 1 or n > MAX_KEY_BYTES:
-        raise ApiError(400, "bad_key", "%s must be 1..256 UTF-8 bytes, got %d" % (what, n))
+        raise ApiError(400, "bad_key", "%s must be 1..%d UTF-8 bytes, got %d" % (what, MAX_KEY_BYTES, n))
     if has_byte(b, 0):
         raise ApiError(400, "bad_key", what + " must not contain NUL")
     return 0

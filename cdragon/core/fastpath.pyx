@@ -150,7 +150,7 @@ cdef Op _fp_entry(bytes acc, const unsigned char* p, Py_ssize_t* pi, Py_ssize_t 
                   int kind, Py_ssize_t max_value_bytes):
     """One Atomic or KVSet entry at p[pi[0]] ('{'): its Op, or None. On success pi[0]
     is at the closing '}'."""
-    cdef Py_ssize_t i = pi[0], j, fs, fe, ks = 0, ke = 0, vs = 0, ve = 0
+    cdef Py_ssize_t i = pi[0], fs, fe, ks = 0, ke = 0, vs = 0, ve = 0
     cdef int r
     cdef bint first = True
     cdef Op op
@@ -194,15 +194,9 @@ cdef Op _fp_entry(bytes acc, const unsigned char* p, Py_ssize_t* pi, Py_ssize_t 
         elif _fp_is(p, fs, fe, "Value", 5) and not has_val:
             has_val = True
             vs = i
-            if i < n and p[i] == b'"':
-                j = _fp_str(p, i, n)
-                if j < 0:
-                    return None
-                i = j + 1
-            else:
-                i = _fp_int(p, i, n, &num)
-                if i < 0:
-                    return None
+            i = _fp_value(p, i, n)
+            if i < 0:
+                return None
             ve = i
         elif _fp_is(p, fs, fe, "Version", 7) and not has_ver:
             i = _fp_int(p, i, n, &ver)
@@ -229,6 +223,17 @@ cdef Op _fp_entry(bytes acc, const unsigned char* p, Py_ssize_t* pi, Py_ssize_t 
         op.has_ver = has_ver
     pi[0] = i
     return op
+
+
+cdef inline Py_ssize_t _fp_value(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) noexcept:
+    """A KVSet Value the fast path takes (a plain string or an integer) at i: the
+    index after it, or -1."""
+    cdef int64_t num
+    cdef Py_ssize_t j
+    if i < n and p[i] == b'"':
+        j = _fp_str(p, i, n)
+        return -1 if j < 0 else j + 1
+    return _fp_int(p, i, n, &num)
 
 
 cdef list _fp_entries(bytes acc, const unsigned char* p, Py_ssize_t* pi, Py_ssize_t n,
@@ -280,7 +285,7 @@ cdef list _fp_keys(bytes acc, const unsigned char* p, Py_ssize_t* pi, Py_ssize_t
 
 
 cdef inline Py_ssize_t _fp_key(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) noexcept:
-    """A key or lock name (a plain string of 1..256 bytes) at i: the index after it, or -1."""
+    """A key or lock name (a plain string of 1..MAX_KEY_BYTES bytes) at i: the index after it, or -1."""
     cdef Py_ssize_t j
     if i >= n or p[i] != b'"':
         return -1

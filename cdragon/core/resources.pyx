@@ -86,18 +86,26 @@ cdef Op _kv_op(Request r):
 
 cdef int _kv_write(Server srv, Request r, Op op) except -1:
     cdef Txn t = new_txn(r.acc)
-    cdef int wrote
     t.kvset.append(op)
-    wrote = run_txn(t, srv.store, srv)
-    r.conn.reply(200, b'{"Key":%s,"Version":%d}' % (op.kj, op.res), commit_seq(srv, wrote), r.head)
+    return _run_one(srv, r, t, op, b'{"Key":%s,"Version":%d}')
+
+
+cdef int _run_one(Server srv, Request r, Txn t, Op op, bytes answer) except -1:
+    """Run the one-operation Txn of a REST write; answer `answer % (key, result)`."""
+    cdef int wrote = run_txn(t, srv.store, srv)
+    r.conn.reply(200, answer % (op.kj, op.res), commit_seq(srv, wrote), r.head)
     return wrote
+
+
+cdef int _answer_number(Server srv, Request r, int64_t v) except -1:
+    """The answer of a counter or sequence read."""
+    r.conn.reply(200, b'{"Key":%s,"Value":%d}' % (json_str(r.key), v), read_seq(srv.store), r.head)
+    return 0
 
 
 # ---- /db/{acc}/counter/{key} ------------------------------------------------------------
 cdef int counter_get(Server srv, Request r) except -1:
-    cdef int64_t v = srv.store.ctr_read(_rec_key(r.acc, r.key))
-    r.conn.reply(200, b'{"Key":%s,"Value":%d}' % (json_str(r.key), v), read_seq(srv.store), r.head)
-    return 0
+    return _answer_number(srv, r, srv.store.ctr_read(_rec_key(r.acc, r.key)))
 
 
 cdef int counter_add(Server srv, Request r) except -1:
@@ -127,26 +135,18 @@ cdef int counter_reset(Server srv, Request r) except -1:
 
 cdef int _counter_write(Server srv, Request r, Op op) except -1:
     cdef Txn t = new_txn(r.acc)
-    cdef int wrote
     t.atomic.append(op)
-    wrote = run_txn(t, srv.store, srv)
-    r.conn.reply(200, b'{"Key":%s,"Value":%d}' % (op.kj, op.res), commit_seq(srv, wrote), r.head)
-    return wrote
+    return _run_one(srv, r, t, op, b'{"Key":%s,"Value":%d}')
 
 
 # ---- /db/{acc}/sequence/{key} -----------------------------------------------------------
 cdef int sequence_get(Server srv, Request r) except -1:
-    cdef int64_t v = srv.store.seq_read(_rec_key(r.acc, r.key))
-    r.conn.reply(200, b'{"Key":%s,"Value":%d}' % (json_str(r.key), v), read_seq(srv.store), r.head)
-    return 0
+    return _answer_number(srv, r, srv.store.seq_read(_rec_key(r.acc, r.key)))
 
 
 cdef int sequence_next(Server srv, Request r) except -1:
     cdef Txn t = new_txn(r.acc)
     cdef Op op = new_op(r.acc, r.key)
-    cdef int wrote
     op.n = _qint(r.params(), "count", 1, 1, srv.lim.max_seq_count)
     t.seqs.append(op)
-    wrote = run_txn(t, srv.store, srv)
-    r.conn.reply(200, b'{"Key":%s,"Value":%d,"Count":%d}' % (op.kj, op.res, op.n), commit_seq(srv, wrote), r.head)
-    return wrote
+    return _run_one(srv, r, t, op, b'{"Key":%%s,"Value":%%d,"Count":%d}' % op.n)
