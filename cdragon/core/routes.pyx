@@ -65,36 +65,54 @@ cdef Route R_SEQUENCE = route("/db/{acc}/sequence/{key}", sequence_get, sequence
 cdef Route R_LOCK = route("/db/{acc}/lock/{key}",       lock_get,     lock_take,     NULL,        lock_release)
 
 cdef dict EXACT = {b"/health": R_HEALTH, b"/ready": R_READY}      # whole paths
-cdef dict ACCOUNT_ROOTS = {b"db": R_DB, b"watch": R_WATCH}        # /{root}/{acc}
+cdef list ACCOUNT_ROOTS = [(b"db", R_DB), (b"watch", R_WATCH)]     # /{root}/{acc}
 cdef dict RESOURCES = {b"kv": R_KV, b"counter": R_COUNTER,        # /db/{acc}/{kind}/{key}
                        b"sequence": R_SEQUENCE, b"lock": R_LOCK}
 
 
 def route_templates():
     """Every route's template (the route label of logs and metrics)."""
-    return [(<Route>r).template for r in list(EXACT.values()) + list(ACCOUNT_ROOTS.values()) + list(RESOURCES.values())]
+    return ([(<Route>r).template for r in EXACT.values()] + [(<Route>r).template for _, r in ACCOUNT_ROOTS]
+            + [(<Route>r).template for r in RESOURCES.values()])
 
 
 # ---- the router -------------------------------------------------------------------------
+cdef inline Py_ssize_t _index(const char* p, Py_ssize_t start, Py_ssize_t n, char c) noexcept:
+    """The index of c in p[start:n], or -1 (memchr: no Python call per request)."""
+    cdef const char* hit = <const char*>memchr(p + start, c, n - start) if start < n else NULL
+    return -1 if hit == NULL else hit - p
+
+
+cdef Route _root(const char* name, Py_ssize_t n):
+    """The Route of /{name}/{acc}..., or None: a scan of a short list, comparing bytes
+    in place (a slice and a dict lookup per request cost more)."""
+    cdef bytes root
+    for root, found in ACCOUNT_ROOTS:
+        if PyBytes_GET_SIZE(root) == n and memcmp(PyBytes_AS_STRING(root), name, n) == 0:
+            return <Route>found
+    return None
+
+
 cdef Route _find(Request r, bytes path):
     """The Route of `path`; sets r.acc and r.key. Raises 404 / bad_account / bad_key."""
+    cdef const char* p = PyBytes_AS_STRING(path)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(path), root_end, acc_end, kind_end
     cdef Route found
-    cdef Py_ssize_t root_end, acc_end, kind_end
-    found = EXACT.get(path)
-    if found is not None:
+    root_end = _index(p, 1, n, 47)                 # "/"
+    if root_end < 0:
+        found = EXACT.get(path)
+        if found is None:
+            raise E_NO_ROUTE.error()
         return found
-    root_end = path.find(b"/", 1)
-    if path[0:1] != b"/" or root_end < 0:
-        raise E_NO_ROUTE.error()
-    found = ACCOUNT_ROOTS.get(path[1:root_end])
+    found = _root(p + 1, root_end - 1) if p[0] == 47 else None
     if found is None:
         raise E_NO_ROUTE.error()
-    acc_end = path.find(b"/", root_end + 1) if found is R_DB else -1
+    acc_end = _index(p, root_end + 1, n, 47) if found is R_DB else -1
     if acc_end < 0:
         r.acc = path[root_end + 1:]
     else:
         # deeper: /db/{acc}/{kind}/{key}
-        kind_end = path.find(b"/", acc_end + 1)
+        kind_end = _index(p, acc_end + 1, n, 47)
         found = RESOURCES.get(path[acc_end + 1:kind_end]) if kind_end >= 0 else None
         if found is None:
             raise E_NO_ROUTE.error()
@@ -120,7 +138,7 @@ cdef int route_request(Server srv, Conn conn, bytes method, bytes url, bytes bod
     r.head = m == M_HEAD
     if url is None:
         url = b"/"
-    q = url.find(b"?")
+    q = _index(PyBytes_AS_STRING(url), 0, PyBytes_GET_SIZE(url), 63)     # "?"
     if q >= 0:
         path = url[:q]
         r.query = url[q + 1:]
