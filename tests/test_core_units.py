@@ -54,17 +54,17 @@ def test_expiry_encoding_sorts_by_time():
 
 
 # ---- respond: framing ------------------------------------------------------------------
-def test_frame_json():
+def test_frame_json_ends_with_a_newline():
     out = _core._frame(200, b'{"a":1}')
     assert out == (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                   b"Content-Length: 7\r\n\r\n{\"a\":1}")
+                   b"Content-Length: 8\r\n\r\n{\"a\":1}\n")
 
 
 def test_frame_head_keeps_length_drops_body_and_close():
     out = _core._frame(404, b'{"x":2}', close=True, head=True)
     head, _, body = out.partition(b"\r\n\r\n")
     assert body == b""
-    assert b"Content-Length: 7" in head and b"Connection: close" in head
+    assert b"Content-Length: 8" in head and b"Connection: close" in head
     assert head.startswith(b"HTTP/1.1 404 Not Found\r\n")
 
 
@@ -104,7 +104,7 @@ def test_fixed_errors_are_api_errors():
     seen = set()
     for status, code, message, body, closing in _core._fixed_errors():
         assert json.loads(body) == {"Code": code, "Message": message}
-        assert closing.startswith(b"HTTP/1.1 %d " % status) and closing.endswith(b"\r\n\r\n" + body)
+        assert closing.startswith(b"HTTP/1.1 %d " % status) and closing.endswith(b"\r\n\r\n" + body + b"\n")
         assert b"Connection: close\r\n" in closing
         assert (status, code, message) not in seen        # each answer exists once
         seen.add((status, code, message))

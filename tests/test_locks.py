@@ -1241,3 +1241,53 @@ def test_bash_guard_from_the_api_doc(server, client, acc, tmp_path):
         stop.touch()
         assert third.wait(timeout=30) == 0
     assert lock_state(client, acc, "nightly") == {"Locked": False}
+
+
+# ---- DELETE ?force: an operator's way out -------------------------------------------------
+def test_force_unlock_frees_a_lock_whose_handle_is_lost(client, acc):
+    held = lock(client, acc, "F", dur=600)
+    assert ok(client.delete(f"/db/{acc}/lock/F?force")) == {"Locked": False}
+    assert lock_state(client, acc, "F") == {"Locked": False}
+    # the lost handle no longer holds it: its writes are fenced off
+    r = client.db(acc, {"UnlockID": "F", "Unlock": held["Lock"], "KVSet": [{"Key": "x", "Value": 1}]})
+    assert_error(r, 409, "not_lock_holder")
+    assert client.db_ok(acc, {"KVGet": ["x"]})["KV"] == [{"Key": "x", "Version": 0}]
+
+
+def test_force_unlock_hands_the_lock_to_the_next_waiter_with_a_higher_handle(server, client, acc):
+    held = lock(client, acc, "F", dur=600)
+    w = waiter(server, db_req(acc, {"LockID": "F", "LockWait": 20, "LockDur": 30}))
+    with w:
+        assert still_waiting(w)
+        assert ok(client.delete(f"/db/{acc}/lock/F?force")) == {"Locked": False}
+        out = ok(w.read_final(timeout=10))
+        assert out["Lock"] > held["Lock"]
+        assert lock_state(client, acc, "F")["Locked"] is True
+
+
+def test_force_unlock_of_a_free_lock_is_200(client, acc):
+    assert ok(client.delete(f"/db/{acc}/lock/never?force")) == {"Locked": False}
+    held = lock(client, acc, "F", dur=30)
+    unlock(client, acc, "F", held["Lock"])
+    assert ok(client.delete(f"/db/{acc}/lock/F?force")) == {"Locked": False}
+
+
+@pytest.mark.parametrize("query", ["force&handle=1", "force&owner=me", "force=no"])
+def test_force_goes_alone(client, acc, query):
+    held = lock(client, acc, "F", dur=30)
+    assert_error(client.delete(f"/db/{acc}/lock/F?{query}"), 400, "bad_request")
+    assert lock_state(client, acc, "F")["Locked"] is True
+    unlock(client, acc, "F", held["Lock"])
+
+
+def test_force_unlock_survives_a_restart(server_factory):
+    srv = server_factory()
+    c = srv.client()
+    acc = unique_account("force")
+    lock(c, acc, "F", dur=600)
+    assert ok(c.delete(f"/db/{acc}/lock/F?force")) == {"Locked": False}
+    c.close()
+    srv.restart(hard=True)          # SIGKILL: the release was acknowledged, so it is durable
+    c = srv.client()
+    assert lock_state(c, acc, "F") == {"Locked": False}
+    c.close()

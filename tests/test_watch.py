@@ -509,7 +509,7 @@ def test_head_on_get_watch(server, client, acc):
     assert_parked(server, raw)
     v2 = put(client, acc, "k", {"a": "c"})
     h = raw.read_final(head=True, timeout=10)
-    want = json.dumps({"Key": "k", "Value": {"a": "c"}, "Version": v2}, separators=(",", ":")).encode()
+    want = json.dumps({"Key": "k", "Value": {"a": "c"}, "Version": v2}, separators=(",", ":")).encode() + b"\n"
     assert h.status == 200 and h.header("Content-Length") == str(len(want)), h.header_list
     raw.send(http_request("GET", "/health"))
     assert ok(raw.read_final(timeout=10))["Status"] == "ok"

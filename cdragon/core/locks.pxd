@@ -45,6 +45,7 @@ cdef class LockTable:
     cdef int rest_get(self, Request r) except -1
     cdef int rest_take(self, Request r) except -1
     cdef int rest_release(self, Request r) except -1
+    cdef int _force_release(self, Request r, double nm) except -1
     # waiters and expiry (Deadlines, connections)
     cdef int leave(self, Waiter w) except -1
     cdef int wait_expired(self, Waiter w) except -1

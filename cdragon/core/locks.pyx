@@ -330,12 +330,32 @@ cdef class LockTable:
         cdef dict params = r.params()
         cdef object owner = _owner_param(params)
         cdef Lock L
+        if "force" in params:
+            return self._force_release(r, nm)
         if "handle" in params:
             L = self._holder_check(r.acc, r.key, _qint(params, "handle", 0, 1, INT64_MAX), None, nm)
         elif owner is not None:
             L = self._holder_check(r.acc, r.key, 0, owner, nm)
         else:
             raise ApiError(400, "bad_request", "DELETE needs ?handle=H or ?owner=ID")
+        self._release_after_answer(L)
+        self.srv.after_write()
+        r.conn.reply(200, b'{"Locked":false}', self.srv.store.write_seq(), r.head)
+        self._finish_releases(nm)
+        return 1
+
+    cdef int _force_release(self, Request r, double nm) except -1:
+        """DELETE ?force: free the lock whoever holds it (an operator's way out when a
+        handle is lost); the next waiter gets it with a new, higher handle."""
+        cdef dict params = r.params()
+        cdef Lock L
+        if len(params) > 1 or params["force"] not in ("", "1", "true"):
+            raise ApiError(400, "bad_request", "?force takes no value and goes alone")
+        L = self.locks.get(r.acc + b"\0" + r.key)
+        self._saw(L)
+        if L is None or L.handle == 0:
+            r.conn.reply(200, b'{"Locked":false}', read_seq(self.srv.store), r.head)
+            return 0
         self._release_after_answer(L)
         self.srv.after_write()
         r.conn.reply(200, b'{"Locked":false}', self.srv.store.write_seq(), r.head)
@@ -377,6 +397,8 @@ cdef class LockTable:
 
 cdef object _owner_param(dict params):
     cdef object owner = params.get("owner", params.get("id"))
+    if "owner" in params and "id" in params:
+        raise ApiError(400, "bad_request", "send owner or id, not both")
     if owner is not None and (len(<str>owner) == 0 or len((<str>owner).encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES):
         raise ApiError(400, "bad_request", "owner must be 1..%d bytes" % MAX_KEY_BYTES)
     return owner

@@ -43,10 +43,12 @@ cdef inline char* _put(char* w, bytes b) noexcept:
 
 cdef bytes frame(int status, bytes body, bint close=False, bint head=False,
                  bint text=False, bytes extra=None):
-    """A whole HTTP/1.1 response. `extra` is raw header lines ending in CRLF."""
+    """A whole HTTP/1.1 response. `extra` is raw header lines ending in CRLF. A JSON
+    body (not `text`) gets a newline after it."""
     cdef bytes prefix = _OK_JSON if status == 200 and not text else (
         <dict>(_PREFIX_TEXT if text else _PREFIX_JSON)).get(status)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(body)
+    cdef Py_ssize_t nl = 0 if text else 1      # a JSON answer ends with a newline
     cdef bytes tail, digits, out
     cdef char* w
     if prefix is None:
@@ -55,14 +57,16 @@ cdef bytes frame(int status, bytes body, bint close=False, bint head=False,
         tail = _TAIL_CLOSE if close else _TAIL
     else:
         tail = (b"\r\nConnection: close\r\n" if close else b"\r\n") + extra + b"\r\n"
-    digits = <bytes>_LENGTHS[n] if n < 4096 else b"%d" % n
+    digits = <bytes>_LENGTHS[n + nl] if n + nl < 4096 else b"%d" % (n + nl)
     if head:
-        n = 0
+        n = nl = 0
     # one allocation, four copies: this runs for every answer
     out = PyBytes_FromStringAndSize(NULL, PyBytes_GET_SIZE(prefix) + PyBytes_GET_SIZE(digits)
-                                    + PyBytes_GET_SIZE(tail) + n)
+                                    + PyBytes_GET_SIZE(tail) + n + nl)
     w = _put(_put(_put(PyBytes_AS_STRING(out), prefix), digits), tail)
     memcpy(w, PyBytes_AS_STRING(body), n)
+    if nl:
+        w[n] = b'\n'     # so that curl's answer does not run into the prompt
     return out
 
 

@@ -12,6 +12,7 @@ cdef class Route:
     cdef Handler handlers[N_METHODS]      # NULL: method not allowed (HEAD: GET's handler)
     cdef bint writes[N_METHODS]           # the method changes state (token access: write)
     cdef bint in_shutdown[N_METHODS]      # still served once shutdown began
+    cdef list accepts                     # per method: frozenset of the query parameters it takes
     cdef bytes allow                      # the 405's Allow header line
     cdef str allow_message                # the 405's message
 
@@ -26,6 +27,6 @@ cdef class Request:
     cdef bytes query        # raw query string, or None
     cdef bytes body
     cdef bint head
-    cdef dict _params
+    cdef dict _params       # query parameters (checked against the route's)
 
     cdef dict params(self)

@@ -18,14 +18,46 @@ cdef tuple METHOD_NAMES = ("GET", "HEAD", "POST", "PUT", "DELETE")
 cdef class Request:
 
     cdef dict params(self):
-        """Query parameters, percent-decoded; a parameter without '=' maps to ''."""
+        """Query parameters, percent-decoded; a parameter without '=' maps to ''.
+        The router has checked them against the route's (check_params)."""
         if self._params is None:
-            self._params = {} if not self.query else dict(_parse_qsl(self.query.decode("latin-1"), keep_blank_values=True))
+            self._params = {}
         return self._params
 
 
 cdef class Route:
-    pass
+
+    def accept(self, get="", post="", put="", delete=""):
+        """The query parameters each method takes (space-separated names); any other
+        is 400. Returns the route, so the table reads as one expression per route."""
+        self.accepts = [frozenset(get.split()), frozenset(get.split()), frozenset(post.split()),
+                        frozenset(put.split()), frozenset(delete.split())]
+        return self
+
+
+cdef frozenset _NO_PARAMS = frozenset()
+
+
+cdef int check_params(Request r) except -1:
+    """Parse the query string into r._params: every parameter must be one the route
+    takes for this method, and none may repeat (a typo such as ?version=1 for ?ver=1
+    must never turn a compare-and-swap into a blind write)."""
+    cdef dict params = {}
+    cdef frozenset accepts = <frozenset>r.route.accepts[r.method]
+    for name, value in _parse_qsl(r.query.decode("latin-1"), keep_blank_values=True):
+        if name not in accepts:
+            raise ApiError(400, "bad_request", "unknown query parameter %s%s" % (
+                _quoted(name), (" (this route takes " + ", ".join(sorted(accepts)) + ")") if accepts
+                else " (this route takes none)"))
+        if name in params:
+            raise ApiError(400, "bad_request", "query parameter %s given twice" % _quoted(name))
+        params[name] = value
+    r._params = params
+    return 0
+
+
+cdef str _quoted(str name):
+    return '"' + (name if len(name) <= 64 else name[:64] + "...") + '"'
 
 
 cdef Route route(str template, Handler get, Handler post, Handler put, Handler delete,
@@ -41,6 +73,7 @@ cdef Route route(str template, Handler get, Handler post, Handler put, Handler d
     r.handlers[M_POST] = post
     r.handlers[M_PUT] = put
     r.handlers[M_DELETE] = delete
+    r.accepts = [_NO_PARAMS] * N_METHODS
     for m in range(N_METHODS):
         r.writes[m] = m == M_PUT or m == M_DELETE or (m == M_POST and post_writes)
         r.in_shutdown[m] = not r.writes[m]
@@ -59,10 +92,14 @@ cdef Route R_HEALTH = route("/health",                  health_get,   NULL,     
 cdef Route R_READY = route("/ready",                    ready_get,    NULL,          NULL,        NULL)
 cdef Route R_DB = route("/db/{acc}",                    NULL,         db_post,       NULL,        NULL)
 cdef Route R_WATCH = route("/watch/{acc}",              NULL,         watch_post,    NULL,        NULL, False)
-cdef Route R_KV = route("/db/{acc}/kv/{key}",           kv_get,       NULL,          kv_put,      kv_delete)
-cdef Route R_COUNTER = route("/db/{acc}/counter/{key}", counter_get,  counter_add,   counter_set, counter_reset)
-cdef Route R_SEQUENCE = route("/db/{acc}/sequence/{key}", sequence_get, sequence_next, NULL,      NULL)
-cdef Route R_LOCK = route("/db/{acc}/lock/{key}",       lock_get,     lock_take,     NULL,        lock_release)
+cdef Route R_KV = route("/db/{acc}/kv/{key}",           kv_get,       NULL,          kv_put,      kv_delete).accept(
+    get="raw watch timeout", put="ver", delete="ver")
+cdef Route R_COUNTER = route("/db/{acc}/counter/{key}", counter_get,  counter_add,   counter_set, counter_reset).accept(
+    post="add", put="set ifeq")
+cdef Route R_SEQUENCE = route("/db/{acc}/sequence/{key}", sequence_get, sequence_next, NULL,      NULL).accept(
+    post="count")
+cdef Route R_LOCK = route("/db/{acc}/lock/{key}",       lock_get,     lock_take,     NULL,        lock_release).accept(
+    post="dur wait owner id", delete="handle owner id force")
 
 cdef dict EXACT = {b"/health": R_HEALTH, b"/ready": R_READY}      # whole paths
 cdef list ACCOUNT_ROOTS = [(b"db", R_DB), (b"watch", R_WATCH)]     # /{root}/{acc}
@@ -152,6 +189,8 @@ cdef int route_request(Server srv, Conn conn, bytes method, bytes url, bytes bod
             raise ApiError(405, "method_not_allowed", found.allow_message, None, found.allow)
         if srv.shutting_down and not found.in_shutdown[m]:
             raise E_SHUTTING_DOWN.error()
+        if r.query is not None:
+            check_params(r)
         h(srv, r)
     except ApiError as e:
         conn.reply_error(e, read_seq(srv.store), r.head)
