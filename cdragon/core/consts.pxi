@@ -12,7 +12,7 @@ cdef enum:
     SWEEP_INTERVAL_MS = 250       # connection deadline sweep period
     STORAGE_HEADROOM = 1048576    # bytes kept free below max_storage_bytes for deletes
     SCRATCH_KEEP_BYTES = 1048576  # the answer buffer keeps at most this between answers
-    CLOSE_GRACE_MS = 2000         # a closing connection still open this long is aborted
+    CLOSE_GRACE_MS = 1000         # a connection we closed still open this long is aborted
 
 # time deadline kinds of a connection
 cdef enum:

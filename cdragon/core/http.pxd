@@ -50,6 +50,7 @@ cdef class Conn:
     cdef int on_deadline(self) except -1
     cdef int shutdown_idle(self) except -1
     cdef int kill(self) noexcept
+    cdef int _close(self) except -1
     # inside
     cdef int _register(self, int64_t seq) except -1
     cdef int _queue_ready(self, bytes data) except -1

@@ -13,6 +13,8 @@ cdef object HttpParserUpgrade = httptools.HttpParserUpgrade
 
 cdef bytes KEEP_ALIVE_10 = b"Connection: keep-alive\r\n"
 cdef object _UPGRADE_HEADER = __import__("re").compile(rb"(?im)^upgrade:")
+cdef object _socket = __import__("socket")
+cdef bytes _LINGER_RESET = __import__("struct").pack("ii", 1, 0)   # SO_LINGER on, 0 s
 
 
 cdef bytes _no_upgrade(bytes data):
@@ -93,8 +95,10 @@ cdef class Conn:
         self.eof = True
         self._drop_owners()
         self._cut_at_dropped()
-        if not self.q and not self.in_request:
-            return False   # uvloop closes the transport
+        if not self.q and not self.in_request and not self.closed:
+            # closed here rather than by returning False (uvloop would close it without
+            # us knowing), so that this close gets its abort deadline like any other
+            self._close()
         return True
 
     def pause_writing(self):
@@ -278,8 +282,8 @@ cdef class Conn:
         s.owner = None
         self.transport.write(data)
         if not self.q and not self.in_request:
-            if self.eof:
-                self.transport.close()
+            if self.eof or s.close or self.closing:     # an answer that ends the connection
+                self._close()
             else:
                 self.dl_kind = DL_IDLE
                 self.deadline = now + self.srv.lim.idle_timeout
@@ -360,13 +364,10 @@ cdef class Conn:
             out.clear()
         if self.closing and not self.q:
             if not self.closed:
-                self.transport.close()
-                # close() waits until the answer is written out; a peer that does not
-                # read could hold the connection that way, so the sweep aborts it later
-                self._set_deadline(DL_CLOSING)
+                self._close()
         elif not self.q and not self.in_request:
             if self.eof:
-                self.transport.close()
+                self._close()
             else:
                 self._set_deadline(DL_IDLE)   # during shutdown, Server.close_idle ends it
         return 0
@@ -421,19 +422,39 @@ cdef class Conn:
         elif self.closing:
             pass       # closing once the answers still owed are sent (their own waits)
         elif kind == DL_IDLE:
-            self.closing = True
-            self.transport.close()
-            self._set_deadline(DL_CLOSING)
+            self._close()
         elif kind == DL_HEADERS or kind == DL_BODY:
             self._emit_close((E_HEADER_TIMEOUT if kind == DL_HEADERS else E_BODY_TIMEOUT).closing_frame)
             self.in_request = False
             self._write_out()
         return 0
 
+    cdef int _close(self) except -1:
+        """Every close the server makes: transport.close() ends the connection only once
+        the write buffer has drained, which is never when the peer stops reading (a 408,
+        or a big answer, stuck in the buffer). So the close arms DL_CLOSING, and the
+        sweep aborts the connection if it is still open CLOSE_GRACE_MS later."""
+        self.closing = True
+        if not self.closed and self.dl_kind != DL_CLOSING:   # once: a repeat must not defer the abort
+            self.transport.close()
+            self._set_deadline(DL_CLOSING)
+        return 0
+
     cdef int kill(self) noexcept:
-        """Drop the connection now, without waiting to write what is buffered."""
+        """Drop the connection now, with a reset; what is buffered is lost. Never raises:
+        the sweep also calls it when a connection's deadline handling failed."""
         self.closing = True
         self.dl_kind = DL_NONE
+        if self.closed or self.transport is None:
+            return 0
+        # SO_LINGER 0 first: else the kernel keeps the socket (established, as the peer
+        # sees it) while it tries to deliver output that the peer never reads
+        try:
+            sock = self.transport.get_extra_info("socket")
+            if sock is not None:
+                sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_LINGER, _LINGER_RESET)
+        except Exception:
+            pass
         try:
             self.transport.abort()
         except Exception:
@@ -460,5 +481,4 @@ cdef class Conn:
 
     cdef int shutdown_idle(self) except -1:
         if not self.q and not self.in_request and not self.closing and not self.closed:
-            self.closing = True
-            self.transport.close()
+            self._close()
