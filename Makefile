@@ -29,9 +29,11 @@ $(CORE_SO): $(VENV)/.deps $(CORE_SRC) setup.py
 run: setup
 	$(PY) -m cdragon serve --listen 127.0.0.1:8081 --data-dir ./cdragon-data
 
-# the packaging tests run systemd-analyze (in Debian's systemd package)
+# the packaging tests run systemd-analyze (in Debian's systemd package); the README tour
+# and lock guard tests run curl (7.76+ for --fail-with-body)
 testdeps:
 	@command -v systemd-analyze >/dev/null || (apt-get update && apt-get install -y systemd)
+	@command -v curl >/dev/null || (apt-get update && apt-get install -y curl)
 
 test: setup testdeps
 	$(PY) -m pytest -q -p no:cacheprovider tests
