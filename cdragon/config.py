@@ -27,6 +27,8 @@ class Config:
     max_header_bytes: int = 16 * KIB
     max_ops: int = 1000
     max_seq_count: int = 10_000
+    max_prefix_delete: int = 100_000        # keys one request's KVDeletes may delete
+    max_ttl: float = 365 * 24 * 3600.0      # longest TTL of a key, in seconds
     # locks and watches
     max_lock_dur: float = 7 * 24 * 3600.0
     default_lock_dur: float = 30.0          # LockDur / ?dur when the request has none

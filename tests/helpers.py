@@ -486,7 +486,7 @@ class Server:
             assert r.status == 200 and r.json == {"Status": "ok", "Version": VERSION}, r
             acc = unique_account("alive")
             out = c.db_ok(acc, {"KVSet": [{"Key": "k", "Value": {"ok": True}}]})
-            assert out == {"KVSet": [{"Key": "k", "Version": 1}]}, out
+            assert out == {"KVSet": [{"Key": "k", "Version": 1}], "Rev": 1}, out
             assert c.kv(acc, "k") == {"Key": "k", "Value": {"ok": True}, "Version": 1}
         finally:
             c.close()

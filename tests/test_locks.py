@@ -361,7 +361,7 @@ def test_half_closed_client_still_gets_answers_sent_before_the_wait(server, clie
         w.send(db_req(acc, {"KVSet": [{"Key": "before", "Value": 1}]})
                + db_req(acc, {"LockID": "L", "LockWait": 30}))
         first = ok(w.read_final(timeout=10))
-        assert first == {"KVSet": [{"Key": "before", "Version": 1}]}
+        assert first == {"KVSet": [{"Key": "before", "Version": 1}], "Rev": 1}
         w.sock.shutdown(socket.SHUT_WR)
         time.sleep(0.2)
         unlock(client, acc, "L", held["Lock"])
@@ -490,7 +490,7 @@ def test_unlock_with_writes_applies_them(client, acc):
     held = lock(client, acc, "L")
     out = unlock(client, acc, "L", held["Lock"], KVSet=[{"Key": "x", "Value": "done"}],
                  Atomic=[{"Key": "c", "Add": 5}])
-    assert out == {"KVSet": [{"Key": "x", "Version": 1}], "Atomic": [{"Key": "c", "Value": 5}]}
+    assert out == {"KVSet": [{"Key": "x", "Version": 1}], "Atomic": [{"Key": "c", "Value": 5}], "Rev": 1}
     assert lock_state(client, acc, "L") == {"Locked": False}
 
 

@@ -106,7 +106,7 @@ def test_pipelined_mixed_requests_are_answered_in_order(server, acc):
                     "KVGet": ["k"], "Atomic": [{"Key": "c", "Add": 0}]}
             expect.append((200, {"KV": [{"Key": "k", "Value": last_value, "Version": version - 1}],
                                  "KVSet": [{"Key": "k", "Version": version}, {"Key": f"x{i}", "Version": version}],
-                                 "Atomic": [{"Key": "c", "Value": counter}]}, False))
+                                 "Rev": version, "Atomic": [{"Key": "c", "Value": counter}]}, False))
             last_value = {"i": i}
             reqs.append(http_request("POST", f"/db/{acc}", body))
         else:
@@ -146,7 +146,7 @@ def test_request_split_into_tiny_writes(server, acc):
         for i in range(len(req)):
             raw.send(req[i:i + 1])
         r = raw.read_response()
-        assert r.status == 200 and r.json == {"KVSet": [{"Key": "frag", "Version": 1}]}
+        assert r.status == 200 and r.json == {"KVSet": [{"Key": "frag", "Version": 1}], "Rev": 1}
 
 
 def test_two_requests_in_one_segment_and_one_across_segments(server, acc):
@@ -171,7 +171,7 @@ def test_header_names_are_case_insensitive(server, acc):
     with server.raw() as raw:
         raw.send(req)
         r = raw.read_response()
-        assert r.status == 200 and r.json == {"KVSet": [{"Key": "h", "Version": 1}]}
+        assert r.status == 200 and r.json == {"KVSet": [{"Key": "h", "Version": 1}], "Rev": 1}
 
 
 # =========================================================================== Expect
@@ -189,7 +189,7 @@ def test_expect_100_continue(server, acc):
         raw.send(body)
         r = raw.read_response()
         framing_ok(r)
-        assert r.status == 200 and r.json == {"KVSet": [{"Key": "big", "Version": 1}]}
+        assert r.status == 200 and r.json == {"KVSet": [{"Key": "big", "Version": 1}], "Rev": 1}
         # the connection goes on
         raw.send(http_request("GET", f"/db/{acc}/kv/big?raw"))
         r = raw.read_response()
@@ -233,7 +233,7 @@ def test_chunked_request_body(server, acc):
         raw.send(head + chunked(body))
         r = raw.read_response()
         framing_ok(r)
-        assert r.status == 200 and r.json == {"KVSet": [{"Key": "ch", "Version": 1}]}
+        assert r.status == 200 and r.json == {"KVSet": [{"Key": "ch", "Version": 1}], "Rev": 1}
         raw.send(http_request("GET", f"/db/{acc}/kv/ch"))
         assert raw.read_response().json["Value"] == {"text": "chunky " * 20}
 
@@ -295,7 +295,7 @@ def test_body_at_limit_is_accepted(limits_server):
     with limits_server.raw() as raw:
         raw.send(http_request("POST", f"/db/{acc}", body))
         r = raw.read_response()
-        assert r.status == 200 and r.json == {"KVSet": [{"Key": "a", "Version": 1}]}
+        assert r.status == 200 and r.json == {"KVSet": [{"Key": "a", "Version": 1}], "Rev": 1}
         raw.send(http_request("POST", f"/db/{acc}", body + b" "))
         assert_error(raw.read_response(), 413, "too_large")
         raw.wait_closed()
@@ -624,7 +624,7 @@ def test_expect_100_continue_with_chunked_body(server, acc):
         assert raw.read_response().status == 100
         raw.send(chunked(body))
         r = raw.read_response()
-        assert r.status == 200 and r.json == {"KVSet": [{"Key": "ec", "Version": 1}]}
+        assert r.status == 200 and r.json == {"KVSet": [{"Key": "ec", "Version": 1}], "Rev": 1}
 
 
 def test_body_on_get_is_consumed(server):
@@ -695,7 +695,7 @@ def test_upgrade_request_is_served_as_plain_http11(server, acc):
     with server.raw() as raw:
         raw.send(req + http_request("GET", f"/db/{acc}/kv/up"))
         r = raw.read_response()
-        assert r.status == 200 and r.json == {"KVSet": [{"Key": "up", "Version": 1}]}, r
+        assert r.status == 200 and r.json == {"KVSet": [{"Key": "up", "Version": 1}], "Rev": 1}, r
         r = raw.read_response()
         assert r.status == 200 and r.json == {"Key": "up", "Value": "graded", "Version": 1}, r
     with server.raw() as raw:
@@ -739,5 +739,5 @@ def test_api_errors_keep_the_connection_in_step(limits_server):
             if code:
                 assert_error(r, status, code)
             else:
-                assert r.status == 200 and r.json == {"KVSet": [{"Key": "k", "Version": 1}]}, r
+                assert r.status == 200 and r.json == {"KVSet": [{"Key": "k", "Version": 1}], "Rev": 1}, r
         assert raw.is_open()

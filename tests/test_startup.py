@@ -44,7 +44,7 @@ def write_and_read(srv) -> None:
     c = srv.client(timeout=10)
     try:
         acc = unique_account("startup")
-        assert c.db_ok(acc, {"KVSet": [{"Key": "k", "Value": 1}]}) == {"KVSet": [{"Key": "k", "Version": 1}]}
+        assert c.db_ok(acc, {"KVSet": [{"Key": "k", "Value": 1}]}) == {"KVSet": [{"Key": "k", "Version": 1}], "Rev": 1}
         assert c.kv(acc, "k") == {"Key": "k", "Value": 1, "Version": 1}
     finally:
         c.close()

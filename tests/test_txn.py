@@ -37,7 +37,7 @@ def next_version(c, acc) -> int:
 
 def test_first_write_in_fresh_account_is_version_1(client, acc):
     out = client.db_ok(acc, {"KVSet": [{"Key": "ABC", "Value": {"any": "json"}}]})
-    assert out == {"KVSet": [{"Key": "ABC", "Version": 1}]}
+    assert out == {"KVSet": [{"Key": "ABC", "Version": 1}], "Rev": 1}
 
 
 def test_kvget_returns_value_and_version(client, acc):
@@ -59,7 +59,7 @@ def test_kvget_object_form_is_accepted(client, acc):
 
 def test_stored_null_reads_as_value_null(client, acc):
     out = client.db_ok(acc, {"KVSet": [{"Key": "n", "Value": None}]})
-    assert out == {"KVSet": [{"Key": "n", "Version": 1}]}
+    assert out == {"KVSet": [{"Key": "n", "Version": 1}], "Rev": 1}
     entry = client.kv(acc, "n")
     assert entry == {"Key": "n", "Value": None, "Version": 1}
     assert "Value" in entry
@@ -87,7 +87,7 @@ def test_one_request_writing_several_keys_gives_them_one_version(client, acc):
     out = client.db_ok(acc, {"KVSet": [{"Key": "a", "Value": 1}, {"Key": "b", "Value": 2},
                                        {"Key": "c", "Value": 3}]})
     assert out == {"KVSet": [{"Key": "a", "Version": 2}, {"Key": "b", "Version": 2},
-                             {"Key": "c", "Version": 2}]}
+                             {"Key": "c", "Version": 2}], "Rev": 2}
     # ... and moved the revision by exactly one
     assert next_version(client, acc) == 3
 
@@ -111,7 +111,7 @@ def test_accounts_share_nothing(client, acc):
     assert client.kv(other, "k") == {"Key": "k", "Version": 0}
     assert client.counter(other, "c") == 0
     out = client.db_ok(other, {"KVSet": [{"Key": "k", "Value": "theirs"}], "Seq": [{"Key": "s"}]})
-    assert out == {"KVSet": [{"Key": "k", "Version": 1}], "Seq": [{"Key": "s", "Value": 1, "Count": 1}]}
+    assert out == {"KVSet": [{"Key": "k", "Version": 1}], "Seq": [{"Key": "s", "Value": 1, "Count": 1}], "Rev": 1}
     assert client.kv(acc, "k") == {"Key": "k", "Value": "mine2", "Version": 2}
 
 
@@ -134,13 +134,13 @@ def test_kvget_sees_state_before_own_writes(client, acc):
     out = client.db_ok(acc, {"KVSet": [{"Key": "a", "Value": "new"}, {"Key": "b", "Value": 1}],
                              "KVGet": ["a", "b"]})
     assert out == {"KV": [{"Key": "a", "Value": "old", "Version": 1}, {"Key": "b", "Version": 0}],
-                   "KVSet": [{"Key": "a", "Version": 2}, {"Key": "b", "Version": 2}]}
+                   "KVSet": [{"Key": "a", "Version": 2}, {"Key": "b", "Version": 2}], "Rev": 2}
     assert client.kv(acc, "a") == {"Key": "a", "Value": "new", "Version": 2}
 
 
 def test_empty_fields_are_omitted_from_the_response(client, acc):
     out = client.db_ok(acc, {"KVSet": [{"Key": "a", "Value": 1}], "KVGet": [], "Atomic": [], "Seq": []})
-    assert set(out) == {"KVSet"}
+    assert set(out) == {"KVSet", "Rev"}       # Rev: the request wrote KV
     out = client.db_ok(acc, {"Atomic": [{"Key": "c", "Add": 1}]})
     assert set(out) == {"Atomic"}
     out = client.db_ok(acc, {"Seq": [{"Key": "s"}]})
@@ -161,6 +161,7 @@ def test_all_operations_in_one_request(client, acc):
         "KVSet": [{"Key": "ABC", "Version": 2}],
         "Atomic": [{"Key": "Total_Count", "Value": 1}, {"Key": "Gen", "Value": 5}],
         "Seq": [{"Key": "order_ids", "Value": 1, "Count": 10}],
+        "Rev": 2,
     }
 
 
@@ -170,7 +171,7 @@ def test_all_operations_in_one_request(client, acc):
 def test_version_cas_succeeds_when_current(client, acc):
     client.db_ok(acc, {"KVSet": [{"Key": "a", "Value": 1}]})
     out = client.db_ok(acc, {"KVSet": [{"Key": "a", "Value": 2, "Version": 1}]})
-    assert out == {"KVSet": [{"Key": "a", "Version": 2}]}
+    assert out == {"KVSet": [{"Key": "a", "Version": 2}], "Rev": 2}
     assert client.kv(acc, "a") == {"Key": "a", "Value": 2, "Version": 2}
 
 
@@ -186,7 +187,7 @@ def test_version_cas_fails_with_current_version(client, acc):
 
 def test_version_0_means_must_not_exist(client, acc):
     out = client.db_ok(acc, {"KVSet": [{"Key": "a", "Value": "first", "Version": 0}]})
-    assert out == {"KVSet": [{"Key": "a", "Version": 1}]}
+    assert out == {"KVSet": [{"Key": "a", "Version": 1}], "Rev": 1}
     r = client.db(acc, {"KVSet": [{"Key": "a", "Value": "second", "Version": 0}]})
     body = assert_error(r, 409, "precondition_failed")
     assert body["Failed"] == [{"Key": "a", "Version": 1}]
@@ -240,7 +241,7 @@ def test_every_failed_precondition_is_listed(client, acc):
 def test_delete_existing_key(client, acc):
     client.db_ok(acc, {"KVSet": [{"Key": "a", "Value": 1}]})
     out = client.db_ok(acc, {"KVSet": [{"Key": "a", "Delete": True}]})
-    assert out == {"KVSet": [{"Key": "a", "Version": 0}]}
+    assert out == {"KVSet": [{"Key": "a", "Version": 0}], "Rev": 2}
     assert client.kv(acc, "a") == {"Key": "a", "Version": 0}
     # a delete is a KV write: it took revision 2
     assert next_version(client, acc) == 3
@@ -260,7 +261,7 @@ def test_delete_then_recreate_versions_only_grow(client, acc):
     client.db_ok(acc, {"KVSet": [{"Key": "a", "Delete": True}]})
     # deleted means "does not exist" for Version 0
     out = client.db_ok(acc, {"KVSet": [{"Key": "a", "Value": 2, "Version": 0}]})
-    assert out == {"KVSet": [{"Key": "a", "Version": 3}]}
+    assert out == {"KVSet": [{"Key": "a", "Version": 3}], "Rev": 3}
     assert client.kv(acc, "a") == {"Key": "a", "Value": 2, "Version": 3}
 
 
@@ -270,19 +271,19 @@ def test_delete_with_version_cas(client, acc):
     assert assert_error(r, 409, "precondition_failed")["Failed"] == [{"Key": "a", "Version": 1}]
     assert client.kv(acc, "a") == {"Key": "a", "Value": 1, "Version": 1}
     out = client.db_ok(acc, {"KVSet": [{"Key": "a", "Delete": True, "Version": 1}]})
-    assert out == {"KVSet": [{"Key": "a", "Version": 0}]}
+    assert out == {"KVSet": [{"Key": "a", "Version": 0}], "Rev": 2}
     assert client.kv(acc, "a") == {"Key": "a", "Version": 0}
 
 
 def test_value_with_delete_false_is_a_set(client, acc):
     out = client.db_ok(acc, {"KVSet": [{"Key": "a", "Value": "v", "Delete": False}]})
-    assert out == {"KVSet": [{"Key": "a", "Version": 1}]}
+    assert out == {"KVSet": [{"Key": "a", "Version": 1}], "Rev": 1}
     assert client.kv(acc, "a")["Value"] == "v"
 
 
 def test_delete_of_missing_key_beside_a_write_moves_revision_once(client, acc):
     out = client.db_ok(acc, {"KVSet": [{"Key": "nope", "Delete": True}, {"Key": "a", "Value": 1}]})
-    assert out == {"KVSet": [{"Key": "nope", "Version": 0}, {"Key": "a", "Version": 1}]}
+    assert out == {"KVSet": [{"Key": "nope", "Version": 0}, {"Key": "a", "Version": 1}], "Rev": 1}
     assert next_version(client, acc) == 2
 
 
@@ -421,7 +422,7 @@ def test_duplicate_request_is_rejected_and_changes_nothing(client, acc):
              "Atomic": [{"Key": "orders", "Add": 1}], "Seq": [{"Key": "ids"}]}
     assert client.db_ok(acc, first) == {"KVSet": [{"Key": "order-17", "Version": 1}],
                                         "Atomic": [{"Key": "orders", "Value": 1}],
-                                        "Seq": [{"Key": "ids", "Value": 1, "Count": 1}]}
+                                        "Seq": [{"Key": "ids", "Value": 1, "Count": 1}], "Rev": 1}
     r = client.db(acc, first)
     body = assert_error(r, 409, "duplicate_request")
     assert body["IDs"] == ["order-17-create"]
@@ -464,7 +465,7 @@ def test_failed_precondition_does_not_claim_ids(client, acc):
     r = client.db(acc, {"IdempotencyIDs": ["try-1"], "KVSet": [{"Key": "a", "Value": 2, "Version": 9}]})
     assert_error(r, 409, "precondition_failed")
     assert client.db_ok(acc, {"IdempotencyIDs": ["try-1"], "KVSet": [{"Key": "a", "Value": 2}]}) == \
-        {"KVSet": [{"Key": "a", "Version": 1}]}
+        {"KVSet": [{"Key": "a", "Version": 1}], "Rev": 1}
 
 
 def test_idempotency_ids_follow_key_rules(client, acc):
@@ -636,11 +637,11 @@ def test_duplicated_object_key_last_wins(client, acc):
     assert client.kv(acc, "a")["Value"] == 2
     r = client.db(acc, '{"KVSet": [{"Key": "x", "Value": 1}], "KVSet": [{"Key": "y", "Value": 2}]}')
     assert r.status == 200, r
-    assert r.json == {"KVSet": [{"Key": "y", "Version": 2}]}
+    assert r.json == {"KVSet": [{"Key": "y", "Version": 2}], "Rev": 2}
     assert client.kv(acc, "x") == {"Key": "x", "Version": 0}
     # the earlier duplicate is dropped, even when it would not be valid on its own
     r = client.db(acc, '{"KVSet": "junk", "KVSet": [{"Key": "z", "Value": 3}]}')
-    assert r.status == 200 and r.json == {"KVSet": [{"Key": "z", "Version": 3}]}, r
+    assert r.status == 200 and r.json == {"KVSet": [{"Key": "z", "Version": 3}], "Rev": 3}, r
 
 
 def test_whitespace_and_unicode_escapes_in_keys(client, acc):
@@ -687,7 +688,7 @@ def test_key_length_is_counted_in_utf8_bytes(client, acc):
     k256 = "é" * 128  # 256 bytes
     k_ascii = "k" * 256
     out = client.db_ok(acc, {"KVSet": [{"Key": k256, "Value": 1}, {"Key": k_ascii, "Value": 2}]})
-    assert out == {"KVSet": [{"Key": k256, "Version": 1}, {"Key": k_ascii, "Version": 1}]}
+    assert out == {"KVSet": [{"Key": k256, "Version": 1}, {"Key": k_ascii, "Version": 1}], "Rev": 1}
     assert client.kv(acc, k256)["Value"] == 1
     assert_error(client.db(acc, {"KVSet": [{"Key": "é" * 129, "Value": 1}]}), 400, "bad_key")
 
@@ -729,7 +730,7 @@ def test_value_over_max_value_bytes_is_413(limits_server):
     acc = unique_account("val")
     # compact JSON of a string of n chars is n + 2 bytes; the limit is 1000
     out = c.db_ok(acc, {"KVSet": [{"Key": "fits", "Value": "x" * 998}]})
-    assert out == {"KVSet": [{"Key": "fits", "Version": 1}]}
+    assert out == {"KVSet": [{"Key": "fits", "Version": 1}], "Rev": 1}
     r = c.db(acc, {"KVSet": [{"Key": "small", "Value": 1}, {"Key": "big", "Value": "x" * 999}]})
     assert_error(r, 413, "too_large")
     assert c.kv(acc, "big") == {"Key": "big", "Version": 0}
@@ -924,7 +925,7 @@ def test_default_max_ops_is_1000(server, client, acc):
 def test_default_max_value_is_512_kib(client, acc):
     limit = 512 * 1024
     out = client.db_ok(acc, {"KVSet": [{"Key": "big", "Value": "v" * (limit - 2)}]})
-    assert out == {"KVSet": [{"Key": "big", "Version": 1}]}
+    assert out == {"KVSet": [{"Key": "big", "Version": 1}], "Rev": 1}
     assert client.kv(acc, "big")["Value"] == "v" * (limit - 2)
     assert_error(client.db(acc, {"KVSet": [{"Key": "big", "Value": "w" * (limit - 1)}]}), 413, "too_large")
     assert client.kv(acc, "big")["Version"] == 1
@@ -959,7 +960,7 @@ def test_longest_account_and_key_in_every_namespace(client):
     out = client.db_ok(acc, {"IdempotencyIDs": [key], "KVSet": [{"Key": key, "Value": 1}],
                              "Atomic": [{"Key": key, "Add": 2}], "Seq": [{"Key": key, "Count": 3}]})
     assert out == {"KVSet": [{"Key": key, "Version": 1}], "Atomic": [{"Key": key, "Value": 2}],
-                   "Seq": [{"Key": key, "Value": 1, "Count": 3}]}
+                   "Seq": [{"Key": key, "Value": 1, "Count": 3}], "Rev": 1}
     assert client.kv(acc, key) == {"Key": key, "Value": 1, "Version": 1}
     assert_error(client.db(acc, {"IdempotencyIDs": [key]}), 409, "duplicate_request")
 

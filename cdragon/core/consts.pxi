@@ -4,6 +4,10 @@ cdef enum:
     MAX_JSON_DEPTH = 512          # API.md: deeper nesting is 400 bad_request
     MAX_KEY_BYTES = 256           # API.md: keys are 1..256 UTF-8 bytes
     MAX_ACCOUNT_LEN = 64          # API.md: accounts are [A-Za-z0-9._-]{1,64}
+    LIST_LIMIT_DEFAULT = 1000     # API.md: KVList Limit default ...
+    LIST_LIMIT_MAX = 10000        # ... and maximum
+    MAX_AFTER_BYTES = 1024        # a listing's After (any string; longer ones are 400)
+    EXPIRE_SLICE = 2000           # TTL expiries handled per pass (then the loop's turn)
     LMDB_NODE_MAX = 2038          # larger nodes go to overflow pages (4 KB pages)
     PAGE_COPY_BYTES = 12288       # pages a checkpoint may copy per record written (3)
     CHECKPOINT_RECORDS = 100000   # checkpoint once this many records wait for LMDB

@@ -56,8 +56,7 @@ cdef int kv_get(Server srv, Request r) except -1:
         raise E_NO_KEY.error()
     val = st.r_val
     if "raw" not in params:
-        r.conn.reply(200, b'{"Key":%s,"Value":%s,"Version":%d}' % (json_str(r.key), <bytes>val, v),
-                     read_seq(st), r.head)
+        r.conn.reply(200, kv_entry(json_str(r.key), v, val, st.r_exp), read_seq(st), r.head)
     elif PyBytes_GET_SIZE(val) and (<bytes>val)[0] == 34:      # a JSON string: its text
         r.conn.reply(200, (<str>_ujson_loads(val)).encode("utf-8"), read_seq(st), r.head, True)
     else:
@@ -67,6 +66,9 @@ cdef int kv_get(Server srv, Request r) except -1:
 
 cdef int kv_put(Server srv, Request r) except -1:
     cdef Op op = _kv_op(r)
+    cdef dict params = r.params()
+    if "ttl" in params:
+        op.exp = _qseconds(params, "ttl", 0, srv.lim.max_ttl, False)
     op.val = encode_value(parse_json(r.body), srv.lim.max_value_bytes)
     return _kv_write(srv, r, op)
 
@@ -86,8 +88,46 @@ cdef Op _kv_op(Request r):
 
 cdef int _kv_write(Server srv, Request r, Op op) except -1:
     cdef Txn t = new_txn(r.acc)
+    cdef int wrote
     t.kvset.append(op)
-    return _run_one(srv, r, t, op, b'{"Key":%s,"Version":%d}')
+    if op.exp == 0:
+        return _run_one(srv, r, t, op, b'{"Key":%s,"Version":%d}')
+    wrote = run_txn(t, srv.store, srv)
+    r.conn.reply(200, kv_entry(op.kj, op.res, None, op.exp), commit_seq(srv, wrote), r.head)
+    return wrote
+
+
+# ---- /db/{acc}/kv: listing and deleting by prefix -----------------------------------------
+cdef bytes _prefix_param(dict params):
+    cdef str raw = params.get("prefix", "")
+    return prefix_bytes(raw, "prefix")
+
+
+cdef int kv_list(Server srv, Request r) except -1:
+    cdef dict params = r.params()
+    cdef Txn t = new_txn(r.acc)
+    cdef RangeOp op = new_range(r.acc, _prefix_param(params), params.get("after"),
+                                _qint(params, "limit", LIST_LIMIT_DEFAULT, 1, LIST_LIMIT_MAX),
+                                "keys" in params)
+    t.kvlist.append(op)
+    run_txn(t, srv.store, srv)
+    r.conn.reply(200, b'{"Rev":%d,"KV":[%s],"More":%s}' % (t.rev, op.body, b"true" if op.more else b"false"),
+                 read_seq(srv.store), r.head)
+    return 0
+
+
+cdef int kv_delete_prefix(Server srv, Request r) except -1:
+    cdef dict params = r.params()
+    cdef Txn t = new_txn(r.acc)
+    cdef bytes prefix = _prefix_param(params)
+    cdef int wrote
+    if ("all" in params) == (PyBytes_GET_SIZE(prefix) != 0) or ("all" in params and "prefix" in params):
+        raise ApiError(400, "bad_request", "DELETE .../kv needs ?prefix=P (not empty), or ?all for the whole account")
+    t.kvdel.append(new_range(r.acc, prefix, None, -1, True))
+    wrote = run_txn(t, srv.store, srv)
+    r.conn.reply(200, b'{"Rev":%d,"Deleted":%d}' % (t.rev, _deleted(<RangeOp>t.kvdel[0])),
+                 commit_seq(srv, wrote), r.head)
+    return wrote
 
 
 cdef int _run_one(Server srv, Request r, Txn t, Op op, bytes answer) except -1:

@@ -70,3 +70,16 @@ cdef bytes frame(int status, bytes body, bint close=False, bint head=False,
     return out
 
 
+
+
+cdef bytes kv_entry(bytes kj, int64_t ver, object val, double exp):
+    """One key's state as every answer shows it: {"Key","Value","Version"} (no Value
+    when val is None: a missing key, or a keys-only listing), plus "Expires" (epoch
+    seconds, milliseconds) when the key has an expiry."""
+    if exp != 0:
+        if val is None:
+            return b'{"Key":%s,"Version":%d,"Expires":%.3f}' % (kj, ver, exp)
+        return b'{"Key":%s,"Value":%s,"Version":%d,"Expires":%.3f}' % (kj, <bytes>val, ver, exp)
+    if val is None:
+        return b'{"Key":%s,"Version":%d}' % (kj, ver)
+    return b'{"Key":%s,"Value":%s,"Version":%d}' % (kj, <bytes>val, ver)

@@ -93,7 +93,9 @@ cdef Route R_READY = route("/ready",                    ready_get,    NULL,     
 cdef Route R_DB = route("/db/{acc}",                    NULL,         db_post,       NULL,        NULL)
 cdef Route R_WATCH = route("/watch/{acc}",              NULL,         watch_post,    NULL,        NULL, False)
 cdef Route R_KV = route("/db/{acc}/kv/{key}",           kv_get,       NULL,          kv_put,      kv_delete).accept(
-    get="raw watch timeout", put="ver", delete="ver")
+    get="raw watch timeout", put="ver ttl", delete="ver")
+cdef Route R_KV_LIST = route("/db/{acc}/kv",            kv_list,      NULL,          NULL,        kv_delete_prefix).accept(
+    get="prefix after limit keys", delete="prefix all")
 cdef Route R_COUNTER = route("/db/{acc}/counter/{key}", counter_get,  counter_add,   counter_set, counter_reset).accept(
     post="add", put="set ifeq")
 cdef Route R_SEQUENCE = route("/db/{acc}/sequence/{key}", sequence_get, sequence_next, NULL,      NULL).accept(
@@ -105,12 +107,14 @@ cdef dict EXACT = {b"/health": R_HEALTH, b"/ready": R_READY}      # whole paths
 cdef list ACCOUNT_ROOTS = [(b"db", R_DB), (b"watch", R_WATCH)]     # /{root}/{acc}
 cdef dict RESOURCES = {b"kv": R_KV, b"counter": R_COUNTER,        # /db/{acc}/{kind}/{key}
                        b"sequence": R_SEQUENCE, b"lock": R_LOCK}
+cdef dict COLLECTIONS = {b"kv": R_KV_LIST}                         # /db/{acc}/{kind}
 
 
 def route_templates():
     """Every route's template (the route label of logs and metrics)."""
     return ([(<Route>r).template for r in EXACT.values()] + [(<Route>r).template for _, r in ACCOUNT_ROOTS]
-            + [(<Route>r).template for r in RESOURCES.values()])
+            + [(<Route>r).template for r in RESOURCES.values()]
+            + [(<Route>r).template for r in COLLECTIONS.values()])
 
 
 # ---- the router -------------------------------------------------------------------------
@@ -148,13 +152,17 @@ cdef Route _find(Request r, bytes path):
     if acc_end < 0:
         r.acc = path[root_end + 1:]
     else:
-        # deeper: /db/{acc}/{kind}/{key}
+        # deeper: /db/{acc}/{kind}/{key}, or /db/{acc}/{kind}
         kind_end = _index(p, acc_end + 1, n, 47)
-        found = RESOURCES.get(path[acc_end + 1:kind_end]) if kind_end >= 0 else None
+        if kind_end >= 0:
+            found = RESOURCES.get(path[acc_end + 1:kind_end])
+        else:
+            found = COLLECTIONS.get(path[acc_end + 1:])
         if found is None:
             raise E_NO_ROUTE.error()
         r.acc = path[root_end + 1:acc_end]
-        r.key = _resource_key(path[kind_end + 1:])
+        if kind_end >= 0:
+            r.key = _resource_key(path[kind_end + 1:])
     if not account_ok(r.acc):
         raise E_BAD_ACCOUNT.error()
     return found

@@ -21,6 +21,8 @@ cdef int fill_limits(Limits* lim, object cfg) except -1:
     lim.max_header_bytes = cfg.max_header_bytes
     lim.max_ops = cfg.max_ops
     lim.max_seq_count = cfg.max_seq_count
+    lim.max_prefix_delete = cfg.max_prefix_delete
+    lim.max_ttl = cfg.max_ttl
     lim.max_pipeline = cfg.max_pipeline
     lim.max_connections = cfg.max_connections
     lim.max_waiters_per_key = cfg.max_waiters_per_key

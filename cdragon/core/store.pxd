@@ -18,6 +18,7 @@ cdef class Batch:
     cdef dict kv, ctr, sq, idem         # keys written -> the Entry this batch wrote
     cdef dict revs                      # account -> its revision after this batch
     cdef dict lk                        # lock keys changed (values: None)
+    cdef dict kx                        # expiry index entries: True put, False delete
     cdef list conns                     # connections with a response waiting on this batch
     cdef list after                     # callables to run once durable (grants, wakes)
     cdef Py_ssize_t est_data            # bytes its records may add to LMDB (record_bytes)
@@ -32,7 +33,7 @@ cdef class Batch:
 cdef class Store:
     cdef object storage
     cdef object rtxn
-    cdef object db_kv, db_ctr, db_seq, db_idem, db_meta
+    cdef object db_kv, db_ctr, db_seq, db_idem, db_meta, db_kvexp
     cdef dict o_kv, o_ctr, o_seq, o_idem      # overlays: full key -> newest Entry
     cdef dict kv_by_acc                       # account -> set of its keys in o_kv, kept
                                               # for accounts with prefix watches only
@@ -49,6 +50,7 @@ cdef class Store:
     cdef readonly int64_t durable_seq
     cdef public int64_t wait_seq              # accumulated by reads of the current request
     cdef object r_val                         # value of the last kv_read
+    cdef double r_exp                         # ... and its expiry (0: none)
     cdef readonly int64_t used_bytes          # LMDB high-water mark after the last commit
     cdef readonly int64_t max_bytes
 
@@ -58,13 +60,15 @@ cdef class Store:
     cdef int64_t seq_read(self, bytes k) except? -1
     cdef bint idem_live(self, bytes k, double now) except -1
     cdef int64_t revision(self, bytes acc) except -1
+    cdef int64_t shown_revision(self, bytes acc) except -1
+    cdef list scan(self, bytes acc, bytes prefix, bytes start, Py_ssize_t limit, bint durable)
     # reads of the durable state (what watchers are told)
     cdef int64_t durable_kv(self, bytes k) except -1
     cdef int64_t durable_revision(self, bytes acc) except -1
-    cdef dict durable_prefix(self, bytes acc, bytes prefix)
     cdef int64_t start_revision(self, bytes acc) except -1
     # writes: into the overlay and the open batch
-    cdef int kv_write(self, bytes acc, bytes k, object val, int64_t ver) except -1
+    cdef int kv_write(self, bytes acc, bytes k, object val, int64_t ver, double exp) except -1
+    cdef int expiry_mark(self, bytes xk, bint put) except -1
     cdef int ctr_write(self, bytes k, int64_t v) except -1
     cdef int seq_write(self, bytes k, int64_t v) except -1
     cdef int idem_write(self, bytes k, double expiry) except -1
@@ -89,6 +93,9 @@ cdef class Store:
     # inside
     cdef void _saw(self, Entry e) noexcept
     cdef int64_t _kv_stored(self, bytes k) except -1
+    cdef int64_t _entry_state(self, Entry e) except -1
+    cdef int64_t _raw_state(self, object raw) except -1
+    cdef set _acc_keys(self, bytes acc)
     cdef int64_t _num_read(self, dict over, object db, bytes k) except? -1
     cdef int64_t _stored_revision(self, bytes acc) except -1
     cdef Entry _durable(self, Entry e)

@@ -17,6 +17,18 @@ cdef class Entry:
     pass
 
 
+# An LMDB kv record: the version (8 bytes), then the JSON value; with an expiry, the
+# version carries this flag and the expiry (8 bytes, big-endian double) comes between.
+# Records written before TTLs existed have no flag and read the same as before.
+cdef int64_t KV_HAS_EXPIRY = (<int64_t>1) << 62
+
+
+cdef inline bytes kv_record(int64_t ver, double exp, bytes val):
+    if exp == 0:
+        return pack_i64(ver) + val
+    return pack_i64(ver | KV_HAS_EXPIRY) + pack_f64be(exp) + val
+
+
 cdef inline Py_ssize_t record_bytes(Py_ssize_t klen, Py_ssize_t vlen) noexcept:
     """What one record may add to LMDB's pages in use. A small record shares a leaf
     page (node header and index slot; pages are about 2/3 full after splits); a big
@@ -36,6 +48,7 @@ cdef class Batch:
         self.idem = {}
         self.revs = {}
         self.lk = {}
+        self.kx = {}
         self.conns = []
         self.after = []
         self.est_data = 0
@@ -43,7 +56,8 @@ cdef class Batch:
         self.nreq = 0
 
     cdef bint empty(self) noexcept:
-        return not (self.kv or self.ctr or self.sq or self.idem or self.revs or self.lk or self.after)
+        return not (self.kv or self.ctr or self.sq or self.idem or self.revs or self.lk or self.kx
+                    or self.after)
 
     cdef int mark(self, dict dirty, bytes k, Py_ssize_t size) except -1:
         if k not in dirty:
@@ -66,6 +80,7 @@ cdef class Store:
         self.db_seq = dbs[b"seq"]
         self.db_idem = dbs[b"idem"]
         self.db_meta = dbs[b"meta"]
+        self.db_kvexp = dbs[b"kvexp"]
         self.rtxn = storage.begin_read()
         self.o_kv = {}
         self.o_ctr = {}
@@ -93,22 +108,50 @@ cdef class Store:
             self.wait_seq = e.seq
 
     cdef int64_t kv_read(self, bytes k) except -1:
-        """Version of a key (0 if missing); its JSON bytes (or None) in self.r_val."""
+        """Version of a key (0 if missing or expired); its JSON bytes (or None) in
+        self.r_val, its expiry (0: none) in self.r_exp."""
         cdef Entry e = self.o_kv.get(k)
         if e is not None:
             self._saw(e)
-            self.r_val = e.val
-            return e.num
+            return self._entry_state(e)
         return self._kv_stored(k)
+
+    cdef int64_t _entry_state(self, Entry e) except -1:
+        """An overlay Entry as kv_read answers it (an expired key reads as missing)."""
+        if e.val is None or (e.f != 0 and e.f <= wall_now()):
+            self.r_val = None
+            self.r_exp = 0
+            return 0
+        self.r_val = e.val
+        self.r_exp = e.f
+        return e.num
 
     cdef int64_t _kv_stored(self, bytes k) except -1:
         """kv_read from LMDB alone."""
-        raw = self.rtxn.get(k, None, self.db_kv)
+        return self._raw_state(self.rtxn.get(k, None, self.db_kv))
+
+    cdef int64_t _raw_state(self, object raw) except -1:
+        """An LMDB kv record (version, [expiry,] JSON; see kv_record) as kv_read
+        answers it."""
+        cdef int64_t ver
+        cdef double exp = 0
         if raw is None:
             self.r_val = None
+            self.r_exp = 0
             return 0
+        ver = unpack_i64(raw)
+        if ver & KV_HAS_EXPIRY:
+            exp = unpack_f64be((<bytes>raw)[8:16])
+            if exp <= wall_now():
+                self.r_val = None
+                self.r_exp = 0
+                return 0
+            self.r_val = (<bytes>raw)[16:]
+            self.r_exp = exp
+            return ver & ~KV_HAS_EXPIRY
         self.r_val = (<bytes>raw)[8:]
-        return unpack_i64(raw)
+        self.r_exp = 0
+        return ver
 
     cdef int64_t _num_read(self, dict over, object db, bytes k) except? -1:
         cdef Entry e = over.get(k)
@@ -138,6 +181,16 @@ cdef class Store:
         raw = self.rtxn.get(b"rev\0" + acc, None, self.db_meta)
         return 0 if raw is None else unpack_i64(raw)
 
+    cdef int64_t shown_revision(self, bytes acc) except -1:
+        """The account's revision, for an answer that shows it: that answer waits for
+        the batch that made the revision, if it is not durable yet."""
+        cdef Batch b = self.open_batch
+        if acc in b.revs:
+            self.wait_seq = max(self.wait_seq, b.seq)
+        elif self.inflight is not None and acc in self.inflight.revs:
+            self.wait_seq = max(self.wait_seq, self.inflight.seq)
+        return self.revision(acc)
+
     cdef int64_t revision(self, bytes acc) except -1:
         r = self.revs.get(acc)
         if r is None:
@@ -157,47 +210,64 @@ cdef class Store:
         """kv_read of the durable state: no wait needed to reveal it."""
         cdef Entry e = self._durable(self.o_kv.get(k))
         if e is not None:
-            self.r_val = e.val
-            return e.num
+            return self._entry_state(e)
         return self._kv_stored(k)
 
     cdef int64_t durable_revision(self, bytes acc) except -1:
         r = self.durable_revs.get(acc)
         return self._stored_revision(acc) if r is None else r
 
-    cdef dict durable_prefix(self, bytes acc, bytes prefix):
-        """{record key: raw LMDB kv value (version + JSON)} of the live keys under
-        `prefix` in the durable state, in key order."""
-        cdef dict found = {}
-        cdef Entry e
-        cdef set mine
-        cur = self.rtxn.cursor(self.db_kv)
-        if cur.set_range(prefix):
-            for k, v in cur:
-                if not (<bytes>k).startswith(prefix):
-                    break
-                found[k] = v
-        mine = self.kv_by_acc.get(acc)
+    cdef set _acc_keys(self, bytes acc):
+        """The account's keys in the overlay. Built on the account's first range read
+        (one pass over the overlay), then kept up to date (kv_write, _purge_kv)."""
+        cdef set mine = self.kv_by_acc.get(acc)
+        cdef bytes head
         if mine is None:
-            # the account's first prefix read: index its keys in the overlay once, then
-            # keep the index up to date (kv_write, _purge_kv)
             head = acc + b"\0"
             mine = self.kv_by_acc[acc] = {k for k in self.o_kv if (<bytes>k).startswith(head)}
-        if mine:
-            changed = False
-            for k in mine:
-                if (<bytes>k).startswith(prefix):
-                    e = self._durable(self.o_kv.get(k))
-                    if e is None:
-                        continue
-                    changed = True
-                    if e.val is None:
-                        found.pop(k, None)
-                    else:
-                        found[k] = pack_i64(e.num) + <bytes>e.val
-            if changed:
-                found = dict(sorted(found.items()))
-        return found
+        return mine
+
+    cdef list scan(self, bytes acc, bytes prefix, bytes start, Py_ssize_t limit, bint durable):
+        """The live keys under `prefix` (a record-key prefix) from `start` on (a record
+        key, included), in key order, at most `limit` (-1: all): [(record key, version,
+        JSON value, expiry)]. The newest state (what it shows of the overlay raises
+        wait_seq), or with `durable`, the durable state (what watchers are told).
+        LMDB and the overlay are merged in key order; the overlay wins."""
+        cdef list out = []
+        cdef list ov = sorted([k for k in self._acc_keys(acc) if k >= start and (<bytes>k).startswith(prefix)])
+        cdef Py_ssize_t i = 0, n_ov = len(ov)
+        cdef bytes lk, ok, k
+        cdef object lraw = None
+        cdef Entry e
+        cdef int64_t ver
+        cur = self.rtxn.cursor(self.db_kv)
+        lk = cur.key() if cur.set_range(start) else None
+        while limit < 0 or len(out) < limit:
+            if lk is not None and not lk.startswith(prefix):
+                lk = None
+            ok = <bytes>ov[i] if i < n_ov else None
+            if lk is None and ok is None:
+                break
+            if ok is not None and (lk is None or ok <= lk):
+                k = ok
+                i += 1
+                lraw = None
+                if ok == lk:
+                    lraw = cur.value()
+                    lk = cur.key() if cur.next() else None
+                e = <Entry>self.o_kv[k]
+                if durable:
+                    e = self._durable(e)
+                elif e is not None:
+                    self._saw(e)
+                ver = self._entry_state(e) if e is not None else self._raw_state(lraw)
+            else:
+                k = lk
+                ver = self._raw_state(cur.value())
+                lk = cur.key() if cur.next() else None
+            if ver != 0:
+                out.append((k, ver, self.r_val, self.r_exp))
+        return out
 
     cdef int64_t start_revision(self, bytes acc) except -1:
         """The account's revision when this process first loaded it: the history of
@@ -221,7 +291,7 @@ cdef class Store:
         b.count(k, size)
         return n
 
-    cdef int kv_write(self, bytes acc, bytes k, object val, int64_t ver) except -1:
+    cdef int kv_write(self, bytes acc, bytes k, object val, int64_t ver, double exp) except -1:
         cdef Entry e
         cdef set mine
         if self.kv_by_acc:
@@ -231,6 +301,19 @@ cdef class Store:
         e = self._entry(self.o_kv, self.open_batch.kv, k, 0 if val is None else PyBytes_GET_SIZE(val))
         e.val = val
         e.num = ver
+        e.f = exp
+        if exp != 0:
+            self.expiry_mark(pack_f64be(exp) + k, True)
+        return 0
+
+    cdef int expiry_mark(self, bytes xk, bint put) except -1:
+        """Put (or delete) an entry of the expiry index kvexp (8-byte big-endian expiry +
+        record key: LMDB keeps it in time order) with the open batch."""
+        cdef Batch b = self.open_batch
+        if xk not in b.kx:
+            b.count(xk, 0)
+        b.kx[xk] = put
+        return 0
 
     cdef int ctr_write(self, bytes k, int64_t v) except -1:
         self._entry(self.o_ctr, self.open_batch.ctr, k, 8).num = v
@@ -296,8 +379,11 @@ cdef class Store:
                 if e.val is None:
                     dels.append(k)
                 else:
-                    puts.append((k, pack_i64(e.num) + <bytes>e.val))
+                    puts.append((k, kv_record(e.num, e.f, <bytes>e.val)))
             ops.append((b"kv", puts, dels))
+        if b.kx:
+            ops.append((b"kvexp", [(xk, b"") for xk, put in b.kx.items() if put],
+                        [xk for xk, put in b.kx.items() if not put]))
         if b.ctr:
             puts = []
             dels = []

@@ -10,6 +10,11 @@ cdef class Op:
     pass
 
 
+@cython.no_gc      # bytes, numbers and a list of bytes: never part of a cycle
+cdef class RangeOp:
+    pass
+
+
 @cython.freelist(64)
 @cython.no_gc      # holds lists of Ops and bytes: never part of a cycle
 cdef class Txn:
@@ -25,6 +30,7 @@ cdef class Txn:
         cdef Op op
         if self.seqs or self.idem:
             return 1
+        # (a KVDelete frees space)
         for op in self.kvset:
             if op.val is not None:
                 return 1
@@ -49,8 +55,10 @@ cdef Txn new_txn(bytes acc, list only=None):
         t.kvget = []
         t.atomic = []
         t.seqs = []
+        t.kvlist = []
+        t.kvdel = []
     else:
-        t.idem = t.idem_s = t.kvset = t.kvget = t.atomic = t.seqs = _NO_OPS
+        t.idem = t.idem_s = t.kvset = t.kvget = t.atomic = t.seqs = t.kvlist = t.kvdel = _NO_OPS
     return t
 
 
@@ -68,6 +76,7 @@ cdef Op new_op(bytes acc, bytes key):
     op.val = None
     op.has_ver = op.is_set = op.has_ifeq = op.writes = False
     op.n = op.ifeq = op.res = 0
+    op.exp = 0
     return op
 
 
@@ -147,12 +156,16 @@ cdef int _parse_kvset(Txn t, object v, Server srv) except -1:
             elif f == "Delete":
                 if type(fv) is not bool:
                     raise ApiError(400, "bad_request", "KVSet Delete must be true or false")
+            elif f == "TTL":
+                op.exp = as_seconds(_not_null(fv, "KVSet TTL"), "KVSet TTL", srv.lim.max_ttl, False)
             else:
                 raise unknown_field("KVSet.", f)
         if has_val == (e.get("Delete") is True):
             raise ApiError(400, "bad_request", "each KVSet entry needs exactly one of Value and Delete: true")
         if has_val:
             op.val = encode_value(e["Value"], srv.lim.max_value_bytes)
+        elif op.exp != 0:
+            raise ApiError(400, "bad_request", "TTL goes with Value, not Delete")
         t.kvset.append(op)
     return 0
 
@@ -239,6 +252,88 @@ cdef int _check_lock_fields(Txn t, object lock_dur, object lock_wait, object unl
     return 0
 
 
+cdef bytes prefix_bytes(object v, str what):
+    """A key prefix: a string of at most MAX_KEY_BYTES UTF-8 bytes without NUL ("" is
+    every key)."""
+    cdef bytes b
+    if type(v) is not str:
+        raise ApiError(400, "bad_request", what + " must be a string")
+    try:
+        b = (<str>v).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError(400, "bad_request", what + " contains a lone surrogate escape")
+    if PyBytes_GET_SIZE(b) > MAX_KEY_BYTES or has_byte(b, 0):
+        raise ApiError(400, "bad_key", "%s must be at most %d UTF-8 bytes without NUL" % (what, MAX_KEY_BYTES))
+    return b
+
+
+cdef RangeOp new_range(bytes acc, bytes prefix, object after, Py_ssize_t limit, bint keys_only):
+    """A KVList / KVDelete entry; `after` (str or None) is where a listing continues."""
+    cdef RangeOp op = RangeOp.__new__(RangeOp)
+    cdef bytes a
+    op.prefix = acc + b"\0" + prefix
+    op.pj = json_str(prefix)
+    op.start = op.prefix
+    if after is not None:
+        if type(after) is not str:
+            raise ApiError(400, "bad_request", "After must be a string")
+        try:
+            a = (<str>after).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ApiError(400, "bad_request", "After contains a lone surrogate escape")
+        if PyBytes_GET_SIZE(a) > MAX_AFTER_BYTES:
+            raise ApiError(400, "bad_request", "After must be at most %d UTF-8 bytes" % MAX_AFTER_BYTES)
+        a = acc + b"\0" + a + b"\0"      # the first key after it (keys hold no NUL)
+        if a > op.start:
+            op.start = a
+    op.limit = limit
+    op.keys_only = keys_only
+    op.more = False
+    op.keys = None
+    op.body = None
+    return op
+
+
+cdef int _parse_kvlist(Txn t, object v) except -1:
+    cdef dict e
+    cdef object prefix, after, limit, keys_only
+    for item in as_list(v, "KVList"):
+        e = as_obj(item, "KVList")
+        for f in e:
+            if f != "Prefix" and f != "After" and f != "Limit" and f != "KeysOnly":
+                raise unknown_field("KVList.", f)
+        prefix = e.get("Prefix", "")
+        after = e.get("After")
+        limit = e.get("Limit", LIST_LIMIT_DEFAULT)
+        keys_only = e.get("KeysOnly", False)
+        if type(keys_only) is not bool:
+            raise ApiError(400, "bad_request", "KVList KeysOnly must be true or false")
+        if "After" in e and after is None:
+            raise ApiError(400, "bad_request", "KVList After must not be null")
+        t.kvlist.append(new_range(t.acc, prefix_bytes(prefix, "KVList Prefix"), after,
+                                  as_int64(limit, "KVList Limit", 1, LIST_LIMIT_MAX), keys_only))
+    return 0
+
+
+cdef int _parse_kvdelete(Txn t, object v) except -1:
+    cdef dict e
+    cdef bytes prefix
+    cdef object every
+    for item in as_list(v, "KVDelete"):
+        e = as_obj(item, "KVDelete")
+        for f in e:
+            if f != "Prefix" and f != "All":
+                raise unknown_field("KVDelete.", f)
+        prefix = prefix_bytes(e.get("Prefix", ""), "KVDelete Prefix")
+        every = e.get("All", False)
+        if type(every) is not bool:
+            raise ApiError(400, "bad_request", "KVDelete All must be true or false")
+        if (PyBytes_GET_SIZE(prefix) == 0) != every:
+            raise ApiError(400, "bad_request", "KVDelete needs a Prefix, or All: true (and no Prefix) for the whole account")
+        t.kvdel.append(new_range(t.acc, prefix, None, -1, True))
+    return 0
+
+
 cdef Txn parse_txn(bytes acc, object body, Server srv):
     """Validate a POST /db body (already JSON-decoded) into a Txn; raises ApiError."""
     cdef Txn t = new_txn(acc)
@@ -256,6 +351,10 @@ cdef Txn parse_txn(bytes acc, object body, Server srv):
             _parse_seq(t, v, srv)
         elif name == "IdempotencyIDs":
             _parse_idem(t, v)
+        elif name == "KVList":
+            _parse_kvlist(t, v)
+        elif name == "KVDelete":
+            _parse_kvdelete(t, v)
         elif name == "LockID":
             t.lock_id = key_bytes(v, "LockID")
         elif name == "UnlockID":
@@ -268,7 +367,8 @@ cdef Txn parse_txn(bytes acc, object body, Server srv):
             unlock = _not_null(v, name)
         else:
             raise unknown_field("", name)
-    t.nops = len(t.kvset) + len(t.kvget) + len(t.atomic) + len(t.seqs) + len(t.idem_s)
+    t.nops = (len(t.kvset) + len(t.kvget) + len(t.atomic) + len(t.seqs) + len(t.idem_s)
+              + len(t.kvlist) + len(t.kvdel))
     if t.nops > srv.lim.max_ops:
         raise ApiError(413, "too_large", "%d operations, limit %d" % (t.nops, srv.lim.max_ops))
     _check_lock_fields(t, lock_dur, lock_wait, unlock, srv)
@@ -356,17 +456,62 @@ cdef int _check_ranges(Txn t, Store st) except -1:
     return 0
 
 
+cdef int _collect_deletes(Txn t, Store st, Server srv) except -1:
+    """The keys each KVDelete deletes (the newest state); more than max_prefix_delete
+    in all is 413 and deletes nothing."""
+    cdef RangeOp op
+    cdef Py_ssize_t total = 0, cap = srv.lim.max_prefix_delete
+    for op in t.kvdel:
+        op.keys = [e[0] for e in st.scan(t.acc, op.prefix, op.start, cap - total + 1, False)]
+        total += len(op.keys)
+        if total > cap:
+            raise ApiError(413, "too_large", "KVDelete would delete more than %d keys (max_prefix_delete)" % cap)
+        if op.keys:
+            t.kv_writes = True
+    return 0
+
+
+cdef int _read_lists(Txn t, Store st) except -1:
+    """Every KVList of the request (the state before its writes)."""
+    cdef RangeOp op
+    cdef list found
+    cdef Py_ssize_t skip = PyBytes_GET_SIZE(t.acc) + 1
+    for op in t.kvlist:
+        found = st.scan(t.acc, op.prefix, op.start, op.limit + 1, False)
+        op.more = len(found) > op.limit
+        if op.more:
+            del found[op.limit:]
+        op.body = b",".join([kv_entry(json_str((<bytes>k)[skip:]), ver, None if op.keys_only else val, exp)
+                             for k, ver, val, exp in found])
+    return 0
+
+
 cdef int _apply(Txn t, Store st, Server srv) except -1:
-    """Write everything (all checks passed); returns 1 if anything was written."""
+    """Write everything (all checks passed); returns 1 if anything was written.
+    KVDelete goes first, so a request can clear a prefix and write its new keys."""
     cdef Op op
+    cdef RangeOp rop
     cdef int64_t rev = 0
     cdef bint wrote = t.kv_writes
-    cdef double expiry
+    cdef double now = 0, expiry
+    cdef set gone = None
     if t.kv_writes:
         rev = st.bump_revision(t.acc)
+    for rop in t.kvdel:
+        if gone is None:
+            gone = set()
+        for k in rop.keys:
+            if k not in gone:             # overlapping prefixes delete a key once
+                gone.add(k)
+                st.kv_write(t.acc, k, None, 0, 0)
+                srv.watches.deleted(t.acc, k, rev)
     for op in t.kvset:
         if op.writes:
-            st.kv_write(t.acc, op.k, op.val, 0 if op.val is None else rev)
+            if op.exp != 0:               # the TTL becomes an expiry
+                if now == 0:
+                    now = wall_now()
+                op.exp = now + op.exp
+            st.kv_write(t.acc, op.k, op.val, 0 if op.val is None else rev, op.exp)
             if op.val is None:
                 srv.watches.deleted(t.acc, op.k, rev)
         op.res = 0 if op.val is None else rev
@@ -388,6 +533,10 @@ cdef int _apply(Txn t, Store st, Server srv) except -1:
         for k in t.idem:
             st.idem_write(k, expiry)
         wrote = True
+    if t.kv_writes:
+        t.rev = rev
+    elif t.kvlist or t.kvdel:
+        t.rev = st.shown_revision(t.acc)
     return 1 if wrote else 0
 
 
@@ -400,11 +549,16 @@ cdef int run_txn(Txn t, Store st, Server srv) except -1:
         _check_idempotency(t, st)
     _check_preconditions(t, st)
     _check_ranges(t, st)
+    if t.kvdel:
+        _collect_deletes(t, st, srv)
     if t.adds_data() and not st.has_room():
         raise E_STORAGE_FULL.error()
     for op in t.kvget:            # reads see the state before this request's writes
         op.res = st.kv_read(op.k)
         op.val = st.r_val
+        op.exp = st.r_exp
+    if t.kvlist:
+        _read_lists(t, st)
     return _apply(t, st, srv)
 
 
@@ -483,10 +637,37 @@ cdef char* _put_ops(char* w, const char* name, Py_ssize_t nn, list ops, int what
         if what == 3:
             w = _lit(w, ',"Count":', 9)
             w = _put_i64(w, op.n)
+        elif what <= 1 and op.exp != 0 and op.res != 0:
+            w = _lit(w, ',"Expires":', 11)
+            w = _put_till(w, op.exp)
         w = _lit(w, '},', 2)
     (w - 1)[0] = b']'             # over the last comma
     w[0] = b','
     return w + 1
+
+
+cdef char* _put_ranges(char* w, list ops, bint lists) noexcept:
+    """"KVList":[{"Prefix","KV","More"},...] or "KVDelete":[{"Prefix","Deleted"},...]."""
+    cdef RangeOp op
+    w = _lit(w, '"KVList":[', 10) if lists else _lit(w, '"KVDelete":[', 12)
+    for op in ops:
+        w = _lit(w, '{"Prefix":', 10)
+        w = _put(w, op.pj)
+        if lists:
+            w = _lit(w, ',"KV":[', 7)
+            w = _put(w, op.body)
+            w = _lit(w, '],"More":true},', 15) if op.more else _lit(w, '],"More":false},', 16)
+        else:
+            w = _lit(w, ',"Deleted":', 11)
+            w = _put_i64(w, _deleted(op))
+            w = _lit(w, '},', 2)
+    (w - 1)[0] = b']'             # over the last comma
+    w[0] = b','
+    return w + 1
+
+
+cdef inline Py_ssize_t _deleted(RangeOp op) noexcept:
+    return 0 if op.keys is None else len(op.keys)
 
 
 cdef char* _scratch = NULL       # where answers are written before they become bytes
@@ -517,11 +698,15 @@ cdef bytes txn_body(Txn t, bint has_lock=False, int64_t handle=0, double till=0)
     cdef Op op
     cdef char* w
     cdef char* start
+    cdef RangeOp rop
     for op in t.kvget:
-        size += 72 + PyBytes_GET_SIZE(op.kj) + (PyBytes_GET_SIZE(<bytes>op.val) if op.res != 0 else 0)
+        size += 104 + PyBytes_GET_SIZE(op.kj) + (PyBytes_GET_SIZE(<bytes>op.val) if op.res != 0 else 0)
     for ops in (t.kvset, t.atomic, t.seqs):
         for op in <list>ops:
-            size += 72 + PyBytes_GET_SIZE(op.kj)
+            size += 104 + PyBytes_GET_SIZE(op.kj)
+    for ops in (t.kvlist, t.kvdel):      # and "Rev", within the 160
+        for rop in <list>ops:
+            size += 64 + PyBytes_GET_SIZE(rop.pj) + (0 if rop.body is None else PyBytes_GET_SIZE(rop.body))
     start = w = _scratch_for(size)
     w[0] = b'{'
     w += 1
@@ -536,6 +721,15 @@ cdef bytes txn_body(Txn t, bint has_lock=False, int64_t handle=0, double till=0)
         w = _put_ops(w, '"KV":[', 6, t.kvget, 0)
     if t.kvset:
         w = _put_ops(w, '"KVSet":[', 9, t.kvset, 1)
+    if t.kvlist:
+        w = _put_ranges(w, t.kvlist, True)
+    if t.kvdel:
+        w = _put_ranges(w, t.kvdel, False)
+    if t.rev != 0 or t.kvlist or t.kvdel:
+        w = _lit(w, '"Rev":', 6)
+        w = _put_i64(w, t.rev)
+        w[0] = b','
+        w += 1
     if t.atomic:
         w = _put_ops(w, '"Atomic":[', 10, t.atomic, 2)
     if t.seqs:

@@ -43,7 +43,6 @@ cdef class WatchHub:
     cdef AccountHistory _history(self, bytes acc)
     cdef int _trim(self, AccountHistory h) except -1
     cdef int64_t _durable_rev(self, bytes acc) except -1
-    cdef bytes _key_body(self, bytes kj, int64_t ver, object val)
     cdef bytes _prefix_changes(self, bytes acc, bytes prefix, int64_t since)
     cdef int _watch_key(self, Request r, bytes key, int64_t version, double timeout) except -1
     cdef int _watch_prefix(self, Request r, bytes prefix, int64_t version, double timeout) except -1
@@ -51,4 +50,4 @@ cdef class WatchHub:
     cdef Watcher _new(self, Request r, double timeout, int64_t version)
     cdef int _answer(self, Watcher w, bytes data, bytes body, int64_t seq) except -1
     cdef int _wake_prefixes(self, Batch b) except -1
-    cdef int _wake_key(self, bytes k, set group, int64_t ver, object val) except -1
+    cdef int _wake_key(self, bytes k, set group, int64_t ver, object val, double exp) except -1

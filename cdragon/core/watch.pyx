@@ -61,11 +61,6 @@ cdef class WatchHub:
     cdef int64_t _durable_rev(self, bytes acc) except -1:
         return self.srv.store.durable_revision(acc)
 
-    cdef bytes _key_body(self, bytes kj, int64_t ver, object val):
-        if ver == 0:
-            return b'{"Key":%s,"Version":0}' % kj
-        return b'{"Key":%s,"Value":%s,"Version":%d}' % (kj, <bytes>val, ver)
-
     cdef bytes _prefix_changes(self, bytes acc, bytes prefix, int64_t since):
         """{"Rev","KV"} of keys under `prefix` (a record key prefix) changed after
         revision `since`, from the durable snapshot; None if there are none."""
@@ -74,10 +69,9 @@ cdef class WatchHub:
         cdef Py_ssize_t skip = len(acc) + 1
         cdef int64_t ver, rev = self._durable_rev(acc)
         cdef AccountHistory h
-        for k, v in st.durable_prefix(acc, prefix).items():
-            ver = unpack_i64(v)
+        for k, ver, val, exp in st.scan(acc, prefix, prefix, -1, True):
             if ver > since:
-                found[k] = b'{"Key":%s,"Value":%s,"Version":%d}' % (json_str((<bytes>k)[skip:]), (<bytes>v)[8:], ver)
+                found[k] = kv_entry(json_str((<bytes>k)[skip:]), ver, val, exp)
         h = self.history.get(acc)
         if h is not None:
             last_delete = {}
@@ -144,7 +138,7 @@ cdef class WatchHub:
         cdef Watcher w
         cdef set group
         if cur != version or timeout == 0 or self.srv.shutting_down:
-            r.conn.reply(200, self._key_body(kj, cur, st.r_val), read_seq(st), r.head)
+            r.conn.reply(200, kv_entry(kj, cur, st.r_val, st.r_exp), read_seq(st), r.head)
             return 0
         group = self.keys.get(k)
         self._check_room(group)
@@ -253,7 +247,7 @@ cdef class WatchHub:
         st.wait_seq = 0
         if w.k is not None:
             v = st.kv_read(w.k)
-            body = self._key_body(w.kj, v, st.r_val)
+            body = kv_entry(w.kj, v, st.r_val, st.r_exp)
         else:
             body = b'{"Rev":%d,"KV":[]}' % self._durable_rev(w.acc)
         self._answer(w, frame(200, body), body, read_seq(st))
@@ -269,7 +263,7 @@ cdef class WatchHub:
         for k in b.kv:
             group = self.keys.get(k)
             if group:
-                self._wake_key(k, group, st.durable_kv(k), st.r_val)
+                self._wake_key(k, group, st.durable_kv(k), st.r_val, st.r_exp)
         if self.prefixes:
             self._wake_prefixes(b)
         return 0
@@ -295,7 +289,7 @@ cdef class WatchHub:
                         self._answer(w, pair[1], pair[0], 0)
         return 0
 
-    cdef int _wake_key(self, bytes k, set group, int64_t ver, object val) except -1:
+    cdef int _wake_key(self, bytes k, set group, int64_t ver, object val, double exp) except -1:
         """Answer every watcher of k not already at `ver`: one body, one framing, the
         same bytes to every connection; the per-watcher work is the write itself."""
         cdef Watcher w
@@ -310,7 +304,7 @@ cdef class WatchHub:
                 keep.add(w)
                 continue
             if body is None:
-                body = self._key_body(w.kj, ver, val)
+                body = kv_entry(w.kj, ver, val, exp)
                 data = frame(200, body)
             w.live = False
             self.nwatchers -= 1
