@@ -21,6 +21,7 @@ cdef class Deadlines
 cdef class Timed
 cdef class WatchHub
 cdef class Fixed
+cdef class Expiry
 
 include "core/consts.pxi"
 include "core/limits.pxd"
@@ -32,4 +33,5 @@ include "core/routes.pxd"
 include "core/txn.pxd"
 include "core/locks.pxd"
 include "core/watch.pxd"
+include "core/expiry.pxd"
 include "core/server.pxd"

@@ -16,6 +16,7 @@ cdef class Server:
     cdef readonly Deadlines deadlines
     cdef public LockTable locks
     cdef public WatchHub watches
+    cdef readonly Expiry expiry
     cdef Limits lim                # the settings the request path reads
     cdef Fixed body_too_large      # 413 for a body over lim.max_body_bytes
     # counters for tests and metrics

@@ -61,6 +61,7 @@ cdef class Server:
         self.deadlines = Deadlines(loop)
         self.locks = LockTable(self, self.deadlines)
         self.watches = WatchHub(self, self.deadlines)
+        self.expiry = Expiry(self)
         self.commits = self.committed_requests = self.checkpoints = 0
 
     def start(self):
@@ -232,6 +233,7 @@ cdef class Server:
         # the lock table goes back to what is on disk; its waiters get the same answer
         hw, records = self.storage.load_locks()
         self.locks.reload(err, hw, records)
+        self.expiry.restart()
         return 0
 
     # ---- deadlines -----------------------------------------------------------------------
@@ -256,6 +258,13 @@ cdef class Server:
                     c.kill()
         self.store.purge_some(PURGE_PER_SWEEP)
         self._maybe_checkpoint()
+        self._expire()
+
+    def _expire(self):
+        """TTL expiries; while a slice leaves more due, the next one runs at once (after
+        the I/O of this loop pass)."""
+        if not self.shutting_down and self.expiry.run():
+            self.loop.call_soon(self._expire)
 
     # ---- shutdown --------------------------------------------------------------------------
     def begin_shutdown(self):

@@ -69,6 +69,7 @@ cdef class Store:
     # writes: into the overlay and the open batch
     cdef int kv_write(self, bytes acc, bytes k, object val, int64_t ver, double exp) except -1
     cdef int expiry_mark(self, bytes xk, bint put) except -1
+    cdef double expiry_of(self, bytes k) except -1
     cdef int ctr_write(self, bytes k, int64_t v) except -1
     cdef int seq_write(self, bytes k, int64_t v) except -1
     cdef int idem_write(self, bytes k, double expiry) except -1

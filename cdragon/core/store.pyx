@@ -306,6 +306,17 @@ cdef class Store:
             self.expiry_mark(pack_f64be(exp) + k, True)
         return 0
 
+    cdef double expiry_of(self, bytes k) except -1:
+        """The expiry of k's newest state (0: none, or no key), passed or not."""
+        cdef Entry e = self.o_kv.get(k)
+        cdef object raw
+        if e is not None:
+            return 0 if e.val is None else e.f
+        raw = self.rtxn.get(k, None, self.db_kv)
+        if raw is None or not (unpack_i64(raw) & KV_HAS_EXPIRY):
+            return 0
+        return unpack_f64be((<bytes>raw)[8:16])
+
     cdef int expiry_mark(self, bytes xk, bint put) except -1:
         """Put (or delete) an entry of the expiry index kvexp (8-byte big-endian expiry +
         record key: LMDB keeps it in time order) with the open batch."""
