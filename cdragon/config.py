@@ -115,6 +115,51 @@ def check_environment(env) -> None:
                           " `cdragon serve --help` lists every setting's variable")
 
 
+def _coerce(name: str, raw, source: str):
+    kind = _FIELDS[name].type
+    try:
+        if kind == "str":
+            if not isinstance(raw, str):
+                raise TypeError
+            value = raw
+        elif kind == "int":
+            if isinstance(raw, bool):
+                raise TypeError
+            value = int(raw) if isinstance(raw, (int, str)) else None
+            if value is None:
+                raise TypeError
+        else:  # float
+            if isinstance(raw, bool):
+                raise TypeError
+            value = float(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{source}: {name} must be a {kind}, got {raw!r}") from None
+    return value
+
+
+def _check(cfg: Config) -> Config:
+    for f in fields(Config):
+        v = getattr(cfg, f.name)
+        if f.type in ("int", "float") and not (v > 0):
+            raise ConfigError(f"{f.name} must be > 0, got {v!r}")
+    try:
+        host, port = cfg.listen_host_port()
+    except ValueError:
+        raise ConfigError(f"listen must be HOST:PORT, got {cfg.listen!r}") from None
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"listen port out of range: {port}")
+    # a default above its maximum means the maximum (a max_watch_timeout of 5 makes
+    # watches without a Timeout wait 5 s)
+    for default, top in (("default_lock_dur", "max_lock_dur"), ("default_watch_timeout", "max_watch_timeout")):
+        if getattr(cfg, default) > getattr(cfg, top):
+            cfg = dataclasses.replace(cfg, **{default: getattr(cfg, top)})
+    if cfg.max_value_bytes > cfg.max_body_bytes:
+        raise ConfigError("max_value_bytes must not exceed max_body_bytes")
+    if cfg.initial_map_bytes > cfg.max_storage_bytes:
+        cfg = dataclasses.replace(cfg, initial_map_bytes=cfg.max_storage_bytes)
+    return cfg
+
+
 def load(path: str | None = None, env: dict | None = None, overrides: dict | None = None) -> Config:
     """Build the Config: defaults < TOML file < CDRAGON_* env < overrides (CLI flags).
     An unknown key in the file or an unknown CDRAGON_* variable is a ConfigError."""
