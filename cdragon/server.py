@@ -62,9 +62,6 @@ def _listen_socket(host: str, port: int) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
         sock.listen(4096)
-    except UnicodeError:        # the idna codec refuses it (an empty label: "a..b")
-        sock.close()
-        raise CannotListen(f"cannot listen on {host}:{port}: {host!r} is not a valid host name") from None
     except OSError as e:
         sock.close()
         where = f"{host}:{port}" if family == socket.AF_INET else f"[{host}]:{port}"
