@@ -29,8 +29,8 @@ $(CORE_SO): $(VENV)/.deps $(CORE_SRC) setup.py
 	touch $@
 
 # The project itself, installed editable into .venv: that makes .venv/bin/cdragon (the
-# console script of pyproject.toml). An editable install of this layout is a path entry
-# to this checkout, so edited .py files and a core rebuilt in place above are used as
+# console script of pyproject.toml). An editable install maps the package to this
+# checkout's cdragon/, so edited .py files and a core rebuilt in place above are used as
 # they are: only pyproject.toml, setup.py or the version call for a reinstall (the core
 # is an order-only prerequisite: built first, so pip finds it up to date, but a rebuilt
 # core reinstalls nothing). The stamp holds the checkout's path: a .venv last installed
