@@ -56,11 +56,20 @@ def _settings_epilog() -> str:
     return _shown("\n".join(lines))
 
 
+class _VersionAction(argparse.Action):
+    """--version: the line of `cdragon version`, as it is (argparse's own version action
+    would wrap it at the terminal's width)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(_version_line())
+        parser.exit(EXIT_OK)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="cdragon", description="Cloud Dragon: locks, versioned KV with watches, counters "
         "and sequences over HTTP+JSON. `cdragon` alone prints this help and exits 2.")
-    p.add_argument("--version", action="version", version=_version_line(),
+    p.add_argument("--version", action=_VersionAction, nargs=0,
                    help="print the version line (as `cdragon version`) and exit")
     sub = p.add_subparsers(dest="cmd", title="commands", metavar="COMMAND")
     listen, data_dir = config.default("listen"), config.default("data_dir")

@@ -57,7 +57,7 @@ def test_cdragon_command_after_setup(tmp_path):
 
 
 def test_dash_dash_version_is_the_version_line():
-    p = run_cli("--version")
+    p = run_cli("--version", env_extra={"COLUMNS": "30"})     # never wrapped
     assert p.returncode == 0, p.stderr
     assert p.stdout == run_cli("version").stdout
     assert p.stdout.startswith(f"cdragon {VERSION} (Python ")
