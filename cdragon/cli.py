@@ -90,9 +90,10 @@ def _parser() -> argparse.ArgumentParser:
         "check-config", help="check a config file and the CDRAGON_* variables, then exit",
         description="Check the config file (if any) and the CDRAGON_* variables as `serve` "
         "would read them, that listen's host resolves (asking this host's resolver only; the "
-        "address itself is not contacted) and that data_dir is usable: an existing one readable and writable, a "
-        "missing one creatable (its nearest existing parent writable; nothing is created). "
-        "Checks as the user running it. Exit 0 if all is well, else 2 with one line per problem.")
+        "address itself is not contacted) and that data_dir is usable by the user running the "
+        "check (a relative one from the current directory): an existing one readable and "
+        "writable, a missing one creatable (its nearest existing parent writable; nothing is "
+        "created). Exit 0 if all is well, else 2 with one line per problem.")
     check.add_argument("--config", metavar="FILE",
                        help="TOML config file (default none: the built-in defaults)")
     check.add_argument("file", nargs="?", metavar="FILE", help="the same as --config FILE")
@@ -142,9 +143,10 @@ def _whoami() -> str:
 
 
 def _data_dir_problem(cfg: config.Config) -> str | None:
-    """Whether the server could use data_dir, for the user running the check: an existing
-    directory must be readable and writable; a missing one must be creatable, i.e. its
-    nearest existing parent a writable directory. Nothing is created."""
+    """Whether the server could use data_dir, for the user running the check (a relative
+    one taken from the current directory): an existing directory must be readable and
+    writable; a missing one must be creatable, i.e. its nearest existing parent a
+    writable directory. Nothing is created."""
     full = os.path.abspath(cfg.data_dir)
     near = full
     while not os.path.lexists(near):
@@ -152,8 +154,7 @@ def _data_dir_problem(cfg: config.Config) -> str | None:
     if near == full:
         what, need = f"data_dir {full}", os.R_OK | os.W_OK | os.X_OK
     else:
-        what, need = f"data_dir {full} cannot be created:", os.W_OK | os.X_OK
-        what += f" {near}"
+        what, need = f"data_dir {full} cannot be created: {near}", os.W_OK | os.X_OK
     if not os.path.isdir(near):
         return f"{what} is not a directory"
     if not os.access(near, need):
