@@ -1,14 +1,16 @@
 # Cloud Dragon: `make run` serves on 127.0.0.1:8081 with data in ./cdragon-data,
-# `make test` runs the whole suite. Both set everything up first (.venv at the repo root).
+# `make test` runs the whole suite. Both set everything up first (.venv at the repo root,
+# with the `cdragon` command in .venv/bin).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 CORE_SRC := $(wildcard cdragon/_core.pyx cdragon/core/*.pyx cdragon/core/*.pxi cdragon/core/*.pxd)
 CORE_SO  := cdragon/.core-built
+INSTALLED := $(VENV)/.cdragon-installed
 
 .PHONY: run test testdeps setup bench quick-bench binary clean sysdeps
 
-setup: $(CORE_SO)
+setup: $(CORE_SO) $(INSTALLED)
 
 # Debian packages the build needs (venv, headers, a C compiler); installed only when missing.
 sysdeps:
@@ -26,8 +28,22 @@ $(CORE_SO): $(VENV)/.deps $(CORE_SRC) setup.py
 	$(PY) setup.py -q build_ext --inplace
 	touch $@
 
+# The project itself, installed editable into .venv: that makes .venv/bin/cdragon (the
+# console script of pyproject.toml). An editable install maps the package to this
+# checkout's cdragon/, so edited .py files and a core rebuilt in place above are used as
+# they are: only pyproject.toml, setup.py or the version call for a reinstall (the core
+# is an order-only prerequisite: built first, so pip finds it up to date, but a rebuilt
+# core reinstalls nothing). The stamp holds the checkout's path: a .venv last installed
+# from another checkout (one venv shared by several) is pointed back at this one.
+ifneq ($(shell cat $(INSTALLED) 2>/dev/null),$(CURDIR))
+.PHONY: $(INSTALLED)
+endif
+$(INSTALLED): pyproject.toml setup.py cdragon/__init__.py | $(CORE_SO)
+	$(PY) -m pip install -q --no-build-isolation --no-deps -e .
+	echo '$(CURDIR)' > $@
+
 run: setup
-	$(PY) -m cdragon serve --listen 127.0.0.1:8081 --data-dir ./cdragon-data
+	$(VENV)/bin/cdragon serve --listen 127.0.0.1:8081 --data-dir ./cdragon-data
 
 # the packaging tests run systemd-analyze (in Debian's systemd package); the README tour
 # and lock guard tests run curl (7.76+ for --fail-with-body)
@@ -45,7 +61,7 @@ bench: setup
 	$(PY) bench/suite.py
 
 clean:
-	rm -rf build dist *.egg-info cdragon/*.so cdragon/*.c cdragon/.core-built
+	rm -rf build dist *.egg-info cdragon/*.so cdragon/*.c cdragon/.core-built $(INSTALLED)
 
 # `make binary`: dist/cdragon, one executable with Python and every dependency inside
 # (see packaging/README.md). PyInstaller is installed into .venv by this target only.

@@ -1,12 +1,15 @@
 """Configuration: embedded defaults, then a TOML file, then CDRAGON_* environment
 variables, then command-line flags -> one frozen Config.
 
-Owns the names, types and bounds of every setting. Never touches the network or disk
-beyond reading the one config file it is given.
+Owns the names, types and bounds of every setting, and the rule for CDRAGON_* names: a
+CDRAGON_* variable is either a setting (CDRAGON_ + the setting's name in upper case) or
+listed in NOT_SETTINGS; any other is an error, like an unknown key in the file. Never
+touches the network or disk beyond reading the one config file it is given.
 """
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import tomllib
 from dataclasses import dataclass, fields
@@ -67,6 +70,52 @@ class ConfigError(ValueError):
 
 _FIELDS = {f.name: f for f in fields(Config)}
 
+ENV_PREFIX = "CDRAGON_"
+
+# CDRAGON_* variables that are not settings, with who reads them. load() accepts these
+# and refuses every other CDRAGON_* name that is not a setting's variable, so a new
+# variable read anywhere in the project (a client command's CDRAGON_TOKEN, say) goes in
+# here together with the code that reads it.
+NOT_SETTINGS = {
+    "CDRAGON_TEST_FAIL_LOG_WRITES": "test hook in cdragon/storage.py: fail the listed log writes",
+    "CDRAGON_URL": "the server's URL for client scripts (README's bash lock guard)",
+    "CDRAGON_PLOT_REEXEC": "bench/plot.py: set when it re-executes itself in its plot venv",
+}
+
+
+def env_var(name: str) -> str:
+    """The environment variable of setting `name`: max_ops -> CDRAGON_MAX_OPS."""
+    return ENV_PREFIX + name.upper()
+
+
+def default(name: str):
+    """The built-in default of setting `name` (the Config dataclass is the one definition)."""
+    return _FIELDS[name].default
+
+
+def setting_names() -> list[str]:
+    return list(_FIELDS)
+
+
+def _closest(word: str, known, prefix: str = "") -> str:
+    """' (did you mean X?)' for the known name nearest to a misspelt one, else ''; names
+    are compared without their common `prefix` (CDRAGON_FOO is not near CDRAGON_URL)."""
+    rest = {k[len(prefix):]: k for k in known}
+    match = difflib.get_close_matches(word[len(prefix):], sorted(rest), n=1)
+    return f" (did you mean {rest[match[0]]}?)" if match else ""
+
+
+def check_environment(env) -> None:
+    """Refuse CDRAGON_* variables that are neither a setting's nor in NOT_SETTINGS: a
+    misspelt one would otherwise be ignored without a word."""
+    known = {env_var(n) for n in _FIELDS}
+    unknown = sorted(k for k in env if k.startswith(ENV_PREFIX) and k not in known
+                     and k not in NOT_SETTINGS)
+    if unknown:
+        what = ", ".join(k + _closest(k, known | NOT_SETTINGS.keys(), ENV_PREFIX) for k in unknown)
+        raise ConfigError(f"unknown environment variable{'s' if len(unknown) > 1 else ''} {what};"
+                          " `cdragon serve --help` lists every setting's variable")
+
 
 def _coerce(name: str, raw, source: str):
     kind = _FIELDS[name].type
@@ -114,7 +163,8 @@ def _check(cfg: Config) -> Config:
 
 
 def load(path: str | None = None, env: dict | None = None, overrides: dict | None = None) -> Config:
-    """Build the Config: defaults < TOML file < CDRAGON_* env < overrides (CLI flags)."""
+    """Build the Config: defaults < TOML file < CDRAGON_* env < overrides (CLI flags).
+    An unknown key in the file or an unknown CDRAGON_* variable is a ConfigError."""
     values: dict = {}
     if path:
         try:
@@ -126,11 +176,12 @@ def load(path: str | None = None, env: dict | None = None, overrides: dict | Non
             raise ConfigError(f"{path}: not valid TOML: {e}") from None
         for key, raw in data.items():
             if key not in _FIELDS:
-                raise ConfigError(f"{path}: unknown setting {key!r}")
+                raise ConfigError(f"{path}: unknown setting {key!r}{_closest(key, _FIELDS)}")
             values[key] = _coerce(key, raw, path)
     env = os.environ if env is None else env
+    check_environment(env)
     for key in _FIELDS:
-        var = "CDRAGON_" + key.upper()
+        var = env_var(key)
         if var in env:
             values[key] = _coerce(key, env[var], var)
     for key, raw in (overrides or {}).items():

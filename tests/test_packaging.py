@@ -444,6 +444,23 @@ def test_binary_version(binary):
     assert m.group(1).startswith("3.11.")
     needed = tuple(map(int, m.group(4).split(".")))
     assert needed <= tuple(map(int, m.group(3).split("."))) <= tuple(map(int, m.group(2).split(".")))
+    # --version prints the same line, unwrapped however narrow the terminal
+    p = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=60,
+                       env=dict(_env(), COLUMNS="40"), stdin=subprocess.DEVNULL)
+    assert p.returncode == 0 and p.stdout.strip() == line, p.stdout
+
+
+def test_binary_usage(binary, tmp_path):
+    """The binary's command line is cdragon.cli's: bare prints the help and exits 2, an
+    unknown CDRAGON_* variable is refused before serving."""
+    p = subprocess.run([str(binary)], capture_output=True, text=True, timeout=60,
+                       env=_env(), stdin=subprocess.DEVNULL)
+    assert p.returncode == 2 and p.stderr.startswith("usage: cdragon"), p.stderr
+    p = subprocess.run([str(binary), "serve", "--listen", f"127.0.0.1:{free_port()}",
+                        "--data-dir", str(tmp_path / "d")], capture_output=True, text=True, timeout=60,
+                       env=dict(_env(), CDRAGON_MAX_OPZ="5"), stdin=subprocess.DEVNULL)
+    assert p.returncode == 2 and "CDRAGON_MAX_OPZ" in p.stderr, p.stderr
+    assert not (tmp_path / "d").exists()
 
 
 def test_binary_check_config(binary, tmp_path):
