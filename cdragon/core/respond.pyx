@@ -76,10 +76,12 @@ cdef bytes kv_entry(bytes kj, int64_t ver, object val, double exp):
     """One key's state as every answer shows it: {"Key","Value","Version"} (no Value
     when val is None: a missing key, or a keys-only listing), plus "Expires" (epoch
     seconds, milliseconds) when the key has an expiry."""
+    cdef int64_t ms
     if exp != 0:
+        ms = <int64_t>(exp * 1000.0 + 0.5)         # as every other answer rounds times
         if val is None:
-            return b'{"Key":%s,"Version":%d,"Expires":%.3f}' % (kj, ver, exp)
-        return b'{"Key":%s,"Value":%s,"Version":%d,"Expires":%.3f}' % (kj, <bytes>val, ver, exp)
+            return b'{"Key":%s,"Version":%d,"Expires":%d.%03d}' % (kj, ver, ms // 1000, ms % 1000)
+        return b'{"Key":%s,"Value":%s,"Version":%d,"Expires":%d.%03d}' % (kj, <bytes>val, ver, ms // 1000, ms % 1000)
     if val is None:
         return b'{"Key":%s,"Version":%d}' % (kj, ver)
     return b'{"Key":%s,"Value":%s,"Version":%d}' % (kj, <bytes>val, ver)

@@ -237,14 +237,19 @@ cdef class Store:
         cdef list ov = sorted([k for k in self._acc_keys(acc) if k >= start and (<bytes>k).startswith(prefix)])
         cdef Py_ssize_t i = 0, n_ov = len(ov)
         cdef bytes lk, ok, k
-        cdef object lraw = None
+        cdef object lraw = None, it = None, pair = None
         cdef Entry e
         cdef int64_t ver
         cur = self.rtxn.cursor(self.db_kv)
-        lk = cur.key() if cur.set_range(start) else None
+        if cur.set_range(start):
+            it = cur.iternext(True, True)     # one call per record: (key, value)
+            pair = next(it, None)
         while limit < 0 or len(out) < limit:
-            if lk is not None and not lk.startswith(prefix):
-                lk = None
+            lk = None
+            if pair is not None:
+                lk = <bytes>(<tuple>pair)[0]
+                if not lk.startswith(prefix):
+                    lk = pair = None
             ok = <bytes>ov[i] if i < n_ov else None
             if lk is None and ok is None:
                 break
@@ -253,9 +258,9 @@ cdef class Store:
                 i += 1
                 lraw = None
                 if ok == lk:
-                    lraw = cur.value()
-                    lk = cur.key() if cur.next() else None
-                e = <Entry>self.o_kv[k]
+                    lraw = (<tuple>pair)[1]
+                    pair = next(it, None)
+                e = <Entry>self.o_kv.get(k)
                 if durable:
                     e = self._durable(e)
                 elif e is not None:
@@ -263,8 +268,8 @@ cdef class Store:
                 ver = self._entry_state(e) if e is not None else self._raw_state(lraw)
             else:
                 k = lk
-                ver = self._raw_state(cur.value())
-                lk = cur.key() if cur.next() else None
+                ver = self._raw_state((<tuple>pair)[1])
+                pair = next(it, None)
             if ver != 0:
                 out.append((k, ver, self.r_val, self.r_exp))
         return out

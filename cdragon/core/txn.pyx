@@ -481,9 +481,64 @@ cdef int _read_lists(Txn t, Store st) except -1:
         op.more = len(found) > op.limit
         if op.more:
             del found[op.limit:]
-        op.body = b",".join([kv_entry(json_str((<bytes>k)[skip:]), ver, None if op.keys_only else val, exp)
-                             for k, ver, val, exp in found])
+        op.body = _list_body(found, skip, op.keys_only)
     return 0
+
+
+cdef inline bint _plain(const unsigned char* p, Py_ssize_t n) noexcept:
+    """Whether n bytes need no escaping inside a JSON string."""
+    cdef Py_ssize_t i
+    for i in range(n):
+        if p[i] < 0x20 or p[i] == b'"' or p[i] == b'\\':
+            return False
+    return True
+
+
+cdef bytes _list_body(list found, Py_ssize_t skip, bint keys_only):
+    """The entries of a listing, comma-separated, as kv_entry writes each, in one
+    buffer: a 10,000-key list is the biggest answer a read makes, and per-entry bytes
+    objects and %-formatting were most of its cost."""
+    cdef Py_ssize_t size = 0, kn
+    cdef tuple item
+    cdef bytes k, kj
+    cdef object val
+    cdef double exp
+    cdef char* w
+    cdef char* start
+    cdef const unsigned char* kp
+    for item in found:
+        k = <bytes>item[0]
+        size += 6 * (PyBytes_GET_SIZE(k) - skip) + 96       # escaped key at worst, fields, numbers
+        if not keys_only:
+            size += PyBytes_GET_SIZE(<bytes>item[2])
+    if size == 0:
+        return b""
+    start = w = _scratch_for(size)
+    for item in found:
+        k = <bytes>item[0]
+        kp = <const unsigned char*>PyBytes_AS_STRING(k) + skip
+        kn = PyBytes_GET_SIZE(k) - skip
+        w = _lit(w, '{"Key":', 7)
+        if _plain(kp, kn):
+            w[0] = b'"'
+            memcpy(w + 1, kp, kn)
+            w[kn + 1] = b'"'
+            w += kn + 2
+        else:
+            w = _put(w, json_str(k[skip:]))
+        if not keys_only:
+            w = _lit(w, ',"Value":', 9)
+            w = _put(w, <bytes>item[2])
+        w = _lit(w, ',"Version":', 11)
+        w = _put_i64(w, <int64_t>item[1])
+        exp = <double>item[3]
+        if exp != 0:
+            w = _lit(w, ',"Expires":', 11)
+            w = _put_till(w, exp)
+        w = _lit(w, '},', 2)
+    out = PyBytes_FromStringAndSize(start, w - start - 1)     # without the last comma
+    _scratch_done()
+    return out
 
 
 cdef int _apply(Txn t, Store st, Server srv) except -1:
