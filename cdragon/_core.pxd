@@ -22,6 +22,8 @@ cdef class Timed
 cdef class WatchHub
 cdef class Fixed
 cdef class Expiry
+cdef class RangeReader
+cdef class Lister
 
 include "core/consts.pxi"
 include "core/limits.pxd"
@@ -34,4 +36,5 @@ include "core/txn.pxd"
 include "core/locks.pxd"
 include "core/watch.pxd"
 include "core/expiry.pxd"
+include "core/lister.pxd"
 include "core/server.pxd"

@@ -5,6 +5,8 @@ max_prefix_delete, and every bad input answered 400/413 with nothing changed.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from helpers import assert_error, http_request, unique_account
@@ -274,4 +276,77 @@ def test_prefix_delete_survives_sigkill(server_factory):
     c = srv.client()
     assert listing(c, acc) == {"Rev": out["Rev"], "KV": [{"Key": "keep", "Value": "v-keep", "Version": 1}],
                                "More": False}
+    c.close()
+
+
+# --------------------------------------------------------------------------- big lists
+
+def test_a_big_list_is_one_snapshot_while_writes_go_on(server, client, acc):
+    """A list over LIST_SLICE (1,000) keys is read a slice at a time with other requests
+    served in between; it still shows the state of one moment."""
+    keys = [f"big/{i:05d}" for i in range(3500)]
+    for i in range(0, len(keys), 1000):
+        rev = client.db_ok(acc, {"KVSet": [{"Key": k, "Value": i} for k in keys[i:i + 1000]]})["Rev"]
+    with server.raw(timeout=30) as lister, server.raw(timeout=30) as writer:
+        lister.send(http_request("GET", f"/db/{acc}/kv?prefix=big/&limit=10000&keys"))
+        # writes (and a delete) racing the list, pipelined on another connection
+        writer.send(b"".join(http_request("POST", f"/db/{acc}", {"KVSet": [
+            {"Key": keys[j], "Delete": True}, {"Key": f"big/new{j}", "Value": 1}]}) for j in range(0, 3500, 500)))
+        out = ok(lister.read_final(timeout=20))
+        for _ in range(7):
+            assert writer.read_response(timeout=20).status == 200
+    # the state of exactly one revision: the first m racing writes and none after
+    m = out["Rev"] - rev
+    assert 0 <= m <= 7 and out["More"] is False
+    gone = {keys[j] for j in range(0, 500 * m, 500)}
+    want = sorted([k for k in keys if k not in gone] + [f"big/new{j}" for j in range(0, 500 * m, 500)])
+    assert [e["Key"] for e in out["KV"]] == want
+    later = ok(client.get(f"/db/{acc}/kv?prefix=big/&limit=10000&keys"))
+    assert later["Rev"] == rev + 7 and len(later["KV"]) == 3500
+
+
+def test_big_list_answers_in_pipeline_order_and_pages(server, client, acc):
+    keys = [f"p/{i:05d}" for i in range(2500)]
+    for i in range(0, len(keys), 1000):
+        client.db_ok(acc, {"KVSet": [{"Key": k, "Value": "x"} for k in keys[i:i + 1000]]})
+    with server.raw(timeout=30) as raw:
+        raw.send(http_request("GET", f"/db/{acc}/kv?prefix=p/&limit=2000")
+                 + http_request("GET", "/health")
+                 + http_request("GET", f"/db/{acc}/kv?prefix=p/&limit=2000&after=p/01999"))
+        first = ok(raw.read_response(timeout=20))
+        assert raw.read_response(timeout=20).json["Status"] == "ok"
+        second = ok(raw.read_response(timeout=20))
+    assert [e["Key"] for e in first["KV"]] == keys[:2000] and first["More"] is True
+    assert first["KV"][0] == {"Key": "p/00000", "Value": "x", "Version": first["KV"][0]["Version"]}
+    assert [e["Key"] for e in second["KV"]] == keys[2000:] and second["More"] is False
+
+
+def test_a_client_that_leaves_mid_list_costs_nothing(server, client, acc):
+    client.db_ok(acc, {"KVSet": [{"Key": f"g/{i:05d}", "Value": i} for i in range(1000)]})
+    client.db_ok(acc, {"KVSet": [{"Key": f"g/{i:05d}", "Value": i} for i in range(1000, 2000)]})
+    for _ in range(5):
+        raw = server.raw(timeout=10)
+        raw.send(http_request("GET", f"/db/{acc}/kv?limit=10000"))
+        raw.close()
+    assert len(ok(client.get(f"/db/{acc}/kv?limit=10000"))["KV"]) == 2000
+    server.assert_alive()
+
+
+def test_big_lists_while_the_map_grows(server_factory):
+    """The LMDB map grows while big lists hold snapshots: each list lets go of its
+    snapshot first and starts over; every answer is still whole and consistent."""
+    srv = server_factory(env={"CDRAGON_INITIAL_MAP_BYTES": 1 << 20, "CDRAGON_CHECKPOINT_INTERVAL": 0.05})
+    c = srv.client()
+    acc = unique_account("grow")
+    c.db_ok(acc, {"KVSet": [{"Key": f"l/{i:05d}", "Value": i} for i in range(1000)]})
+    c.db_ok(acc, {"KVSet": [{"Key": f"l/{i:05d}", "Value": i} for i in range(1000, 1500)]})
+    big = "x" * 4000
+    with srv.raw(timeout=30) as raw:
+        for round_ in range(20):
+            raw.send(http_request("GET", f"/db/{acc}/kv?prefix=l/&limit=5000&keys"))
+            c.db_ok(acc, {"KVSet": [{"Key": f"fill/{round_}/{j}", "Value": big} for j in range(60)]})
+            out = ok(raw.read_response(timeout=20))
+            assert [e["Key"] for e in out["KV"]] == [f"l/{i:05d}" for i in range(1500)]
+    assert (Path(srv.data_dir) / "data.mdb").stat().st_size > 1 << 20       # it did grow
+    srv.assert_alive()
     c.close()

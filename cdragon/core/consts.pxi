@@ -7,6 +7,7 @@ cdef enum:
     LIST_LIMIT_DEFAULT = 1000     # API.md: KVList Limit default ...
     LIST_LIMIT_MAX = 10000        # ... and maximum
     MAX_AFTER_BYTES = 1024        # a listing's After (any string; longer ones are 400)
+    LIST_SLICE = 1000             # a longer GET .../kv list is read this many keys a pass
     EXPIRE_SLICE = 2000           # TTL expiries handled per pass (then the loop's turn)
     LMDB_NODE_MAX = 2038          # larger nodes go to overflow pages (4 KB pages)
     PAGE_COPY_BYTES = 12288       # pages a checkpoint may copy per record written (3)

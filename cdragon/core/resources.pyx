@@ -106,9 +106,16 @@ cdef bytes _prefix_param(dict params):
 cdef int kv_list(Server srv, Request r) except -1:
     cdef dict params = r.params()
     cdef Txn t = new_txn(r.acc)
+    cdef Lister lister
     cdef RangeOp op = new_range(r.acc, _prefix_param(params), params.get("after"),
                                 _qint(params, "limit", LIST_LIMIT_DEFAULT, 1, LIST_LIMIT_MAX),
                                 "keys" in params)
+    if op.limit > LIST_SLICE:
+        # maybe long: a slice at a time (lister.pyx); it answers in this request's place
+        lister = Lister(srv, r, op.prefix, op.start, op.limit, op.keys_only)
+        lister.begin()
+        srv.loop.call_soon(lister.step)
+        return 0
     t.kvlist.append(op)
     run_txn(t, srv.store, srv)
     r.conn.reply(200, b'{"Rev":%d,"KV":[%s],"More":%s}' % (t.rev, op.body, b"true" if op.more else b"false"),

@@ -62,6 +62,7 @@ cdef class Server:
         self.locks = LockTable(self, self.deadlines)
         self.watches = WatchHub(self, self.deadlines)
         self.expiry = Expiry(self)
+        self.listers = set()
         self.commits = self.committed_requests = self.checkpoints = 0
 
     def start(self):
@@ -203,6 +204,9 @@ cdef class Server:
         # LMDB may only resize with no transaction open in the process: the checkpoint
         # thread is idle here, and the loop's read transaction is reset around the call.
         cdef bint ok
+        cdef Lister l
+        for l in list(self.listers):
+            l.suspend()
         self.store.pause_reads()
         try:
             ok = self.storage.grow(want, past_max)
@@ -305,6 +309,7 @@ cdef class Server:
             "timers": len(self.deadlines),
             "overlay_entries": len(st.o_kv) + len(st.o_ctr) + len(st.o_seq) + len(st.o_idem),
             "unapplied_batches": len(st.unapplied) + len(st.to_purge),
+            "listers": len(self.listers),
             "locks_held": self.locks.held,
         }
 

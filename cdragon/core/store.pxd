@@ -30,6 +30,17 @@ cdef class Batch:
     cdef void count(self, bytes k, Py_ssize_t size) noexcept
 
 
+cdef class RangeReader:
+    """Keys under a prefix, read in key order, a slice at a time if need be."""
+    cdef bytes prefix
+    cdef list ov            # the overlay's entries in the range: (key, version, value, expiry)
+    cdef Py_ssize_t i       # the next of them
+    cdef object it          # LMDB records: an iterator of (key, value), or None
+    cdef object pair        # its next record, or None
+
+    cdef int read(self, Store st, Py_ssize_t n, list out) except -1
+
+
 cdef class Store:
     cdef object storage
     cdef object rtxn
@@ -62,6 +73,7 @@ cdef class Store:
     cdef int64_t revision(self, bytes acc) except -1
     cdef int64_t shown_revision(self, bytes acc) except -1
     cdef list scan(self, bytes acc, bytes prefix, bytes start, Py_ssize_t limit, bint durable)
+    cdef RangeReader range_reader(self, bytes acc, bytes prefix, bytes start, bint durable, object txn)
     # reads of the durable state (what watchers are told)
     cdef int64_t durable_kv(self, bytes k) except -1
     cdef int64_t durable_revision(self, bytes acc) except -1

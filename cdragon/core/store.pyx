@@ -70,6 +70,42 @@ cdef class Batch:
         self.nkeys += 1
 
 
+cdef class RangeReader:
+
+    cdef int read(self, Store st, Py_ssize_t n, list out) except -1:
+        """Append up to n live keys (-1: all) to out, in key order, LMDB's records and the
+        overlay's copied entries merged (the overlay wins); returns 1 when the range is
+        exhausted."""
+        cdef Py_ssize_t n_ov = len(self.ov), got = 0
+        cdef bytes lk, ok, k
+        cdef tuple o
+        cdef int64_t ver
+        while n < 0 or got < n:
+            lk = None
+            if self.pair is not None:
+                lk = <bytes>(<tuple>self.pair)[0]
+                if not lk.startswith(self.prefix):
+                    lk = self.pair = None
+            o = <tuple>self.ov[self.i] if self.i < n_ov else None
+            ok = None if o is None else <bytes>o[0]
+            if lk is None and ok is None:
+                return 1
+            if ok is not None and (lk is None or ok <= lk):
+                self.i += 1
+                if ok == lk:
+                    self.pair = next(self.it, None)
+                if <int64_t>o[1] != 0:
+                    out.append(o)
+                    got += 1
+            else:
+                ver = st._raw_state((<tuple>self.pair)[1])
+                self.pair = next(self.it, None)
+                if ver != 0:
+                    out.append((lk, ver, st.r_val, st.r_exp))
+                    got += 1
+        return 0
+
+
 cdef class Store:
 
     def __cinit__(self, storage, int64_t max_bytes):
@@ -231,48 +267,39 @@ cdef class Store:
         """The live keys under `prefix` (a record-key prefix) from `start` on (a record
         key, included), in key order, at most `limit` (-1: all): [(record key, version,
         JSON value, expiry)]. The newest state (what it shows of the overlay raises
-        wait_seq), or with `durable`, the durable state (what watchers are told).
-        LMDB and the overlay are merged in key order; the overlay wins."""
+        wait_seq), or with `durable`, the durable state (what watchers are told)."""
         cdef list out = []
-        cdef list ov = sorted([k for k in self._acc_keys(acc) if k >= start and (<bytes>k).startswith(prefix)])
-        cdef Py_ssize_t i = 0, n_ov = len(ov)
-        cdef bytes lk, ok, k
-        cdef object lraw = None, it = None, pair = None
+        self.range_reader(acc, prefix, start, durable, self.rtxn).read(self, limit, out)
+        return out
+
+    cdef RangeReader range_reader(self, bytes acc, bytes prefix, bytes start, bint durable, object txn):
+        """A reader of the keys under `prefix` from `start` on: LMDB through `txn`, and
+        the overlay's entries in that range as they are now (copied: later writes do
+        not change what the reader shows)."""
+        cdef RangeReader r = RangeReader.__new__(RangeReader)
         cdef Entry e
         cdef int64_t ver
-        cur = self.rtxn.cursor(self.db_kv)
+        r.prefix = prefix
+        r.ov = []
+        for k in sorted([k for k in self._acc_keys(acc) if k >= start and (<bytes>k).startswith(prefix)]):
+            e = <Entry>self.o_kv.get(k)
+            if durable:
+                e = self._durable(e)
+                if e is None:
+                    continue              # no durable overlay entry: LMDB has the key's state
+            elif e is not None:
+                self._saw(e)
+            if e is not None:
+                ver = self._entry_state(e)
+                r.ov.append((k, ver, self.r_val, self.r_exp))
+        r.i = 0
+        r.it = None
+        r.pair = None
+        cur = txn.cursor(self.db_kv)
         if cur.set_range(start):
-            it = cur.iternext(True, True)     # one call per record: (key, value)
-            pair = next(it, None)
-        while limit < 0 or len(out) < limit:
-            lk = None
-            if pair is not None:
-                lk = <bytes>(<tuple>pair)[0]
-                if not lk.startswith(prefix):
-                    lk = pair = None
-            ok = <bytes>ov[i] if i < n_ov else None
-            if lk is None and ok is None:
-                break
-            if ok is not None and (lk is None or ok <= lk):
-                k = ok
-                i += 1
-                lraw = None
-                if ok == lk:
-                    lraw = (<tuple>pair)[1]
-                    pair = next(it, None)
-                e = <Entry>self.o_kv.get(k)
-                if durable:
-                    e = self._durable(e)
-                elif e is not None:
-                    self._saw(e)
-                ver = self._entry_state(e) if e is not None else self._raw_state(lraw)
-            else:
-                k = lk
-                ver = self._raw_state((<tuple>pair)[1])
-                pair = next(it, None)
-            if ver != 0:
-                out.append((k, ver, self.r_val, self.r_exp))
-        return out
+            r.it = cur.iternext(True, True)     # one call per record: (key, value)
+            r.pair = next(r.it, None)
+        return r
 
     cdef int64_t start_revision(self, bytes acc) except -1:
         """The account's revision when this process first loaded it: the history of
