@@ -91,22 +91,29 @@ def wrk_p99(port: int) -> tuple[float, float]:
     return float(f["rps"]), int(f["p99_us"]) / 1000
 
 
+def start_cdragon(tag: str):
+    """A fresh server on CPU 0 with its data on the real disk (bench/out): (process,
+    port, data dir), once it accepts connections."""
+    (BENCH / "out").mkdir(exist_ok=True)
+    data = tempfile.mkdtemp(dir=BENCH / "out", prefix=tag)
+    port = free_port()
+    srv = subprocess.Popen(["taskset", "-c", "0", PY, "-m", "cdragon", "serve", "--listen", f"127.0.0.1:{port}",
+                            "--data-dir", data], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port)).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    return srv, port, data
+
+
 def main() -> int:
     if shutil.which("wrk") is None:
         print("wrk is missing (apt-get install -y wrk, or run make quick-bench once)", file=sys.stderr)
         return 1
-    (BENCH / "out").mkdir(exist_ok=True)
-    data = tempfile.mkdtemp(dir=BENCH / "out", prefix="list-")
-    port = free_port()
-    srv = subprocess.Popen(["taskset", "-c", "0", PY, "-m", "cdragon", "serve", "--listen", f"127.0.0.1:{port}",
-                            "--data-dir", data], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    srv, port, data = start_cdragon("list-")
     try:
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", port)).close()
-                break
-            except OSError:
-                time.sleep(0.05)
         fill(port, "l1k", 1000)
         fill(port, "l10k", 10000)
         os.sched_setaffinity(0, {1})

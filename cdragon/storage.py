@@ -344,8 +344,10 @@ class Storage:
             for name, (pd, dd) in pending.items():
                 db = dbs[name]
                 cur = txn.cursor(db)
-                for k in dd:
+                for i, k in enumerate(dd):
                     txn.delete(k, db=db)
+                    if i % _APPLY_CHUNK == _APPLY_CHUNK - 1:
+                        time.sleep(0)      # the loop's turn, as between put chunks below
                 # In key order (LMDB then finds each key next to the last: about half
                 # the time), sorted in C without the GIL; in chunks, because a single
                 # putmulti of 100,000 items holds the GIL for tens of ms, which stalls

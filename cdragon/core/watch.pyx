@@ -102,14 +102,7 @@ cdef class WatchHub:
                 has_key = True
                 key = key_bytes(v, name)
             elif name == "Prefix":
-                if type(v) is not str:
-                    raise ApiError(400, "bad_request", "Prefix must be a string")
-                try:
-                    prefix = (<str>v).encode("utf-8")
-                except UnicodeEncodeError:
-                    raise ApiError(400, "bad_request", "Prefix contains a lone surrogate escape")
-                if len(prefix) > MAX_KEY_BYTES or has_byte(prefix, 0):
-                    raise ApiError(400, "bad_key", "Prefix must be at most %d UTF-8 bytes without NUL" % MAX_KEY_BYTES)
+                prefix = prefix_bytes(v, "Prefix")
             elif name == "Version":
                 version = as_int64(v, "Version", 0, INT64_MAX)
             elif name == "Timeout":
