@@ -22,6 +22,8 @@ cdef class Timed
 cdef class WatchHub
 cdef class Fixed
 cdef class Expiry
+cdef class Token
+cdef class Auth
 cdef class RangeReader
 cdef class Lister
 
@@ -36,5 +38,6 @@ include "core/txn.pxd"
 include "core/locks.pxd"
 include "core/watch.pxd"
 include "core/expiry.pxd"
+include "core/auth.pxd"
 include "core/lister.pxd"
 include "core/server.pxd"

@@ -21,6 +21,7 @@ import pwd
 import socket
 import sys
 import textwrap
+import tomllib
 
 from cdragon import __version__, config
 from cdragon.config import ConfigError, load
@@ -97,7 +98,36 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--config", metavar="FILE",
                        help="TOML config file (default none: the built-in defaults)")
     check.add_argument("file", nargs="?", metavar="FILE", help="the same as --config FILE")
+    token = sub.add_parser("token", help="make a token for the config file's [[token]] tables",
+                           description="Tokens: `cdragon token new` prints a fresh token once, and the "
+                           "[[token]] block (with only its SHA-256) to paste into the config file.")
+    tsub = token.add_subparsers(dest="token_cmd", metavar="SUBCOMMAND", required=True)
+    new = tsub.add_parser("new", help="print a new token and its [[token]] block",
+                          description="Print a new token (cdt_ + 32 random bytes, base64url) on the "
+                          "first line, then the [[token]] block for the config file. The token is "
+                          "shown this once: the server keeps only its SHA-256.")
+    new.add_argument("--name", required=True, help="the token's name, shown in logs and metrics")
+    new.add_argument("--accounts", default="*",
+                     help='comma-separated accounts or "prefix-*" patterns, "*" for all (default *; '
+                     "ignored for metrics and admin)")
+    new.add_argument("--access", required=True, choices=("read", "write", "metrics", "admin"))
     return p
+
+
+def _token_new(args) -> int:
+    from cdragon import tokens
+    accounts = [a.strip() for a in args.accounts.split(",") if a.strip()]
+    token = tokens.new_token()
+    block = tokens.block(args.name, token, accounts, args.access)
+    try:                           # the same rules as the server applies to the file
+        tokens.parse([tomllib.loads(block)["token"][0]], "--name/--accounts/--access")
+    except ConfigError as e:
+        print(f"cdragon: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(token)
+    print()
+    print(block, end="")
+    return EXIT_OK
 
 
 def _version_line() -> str:
@@ -172,6 +202,8 @@ def _check_config(path: str | None) -> int:
     env = sorted(k for k in os.environ if k in {config.env_var(n) for n in config.setting_names()})
     try:
         cfg = load(path)
+        from cdragon import tokens
+        tokens.load(path)
     except ConfigError as e:
         msg = str(e)
         if path and path not in msg and not any(k in msg for k in env):
@@ -202,8 +234,12 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
     if args.cmd == "check-config":
         return _check_config(args.file or args.config)
+    if args.cmd == "token":
+        return _token_new(args)
+    from cdragon import tokens
     try:
         cfg = load(args.config, overrides={"listen": args.listen, "data_dir": args.data_dir})
+        token_specs = tokens.load(args.config)
     except ConfigError as e:
         print(f"cdragon: config error: {e}", file=sys.stderr)
         return EXIT_CONFIG
@@ -213,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     codes = {DataDirBusy: EXIT_DATA_DIR_BUSY, DataDirUnusable: EXIT_DATA_DIR_UNUSABLE,
              CannotListen: EXIT_CANNOT_LISTEN}
     try:
-        return serve(cfg)
+        return serve(cfg, token_specs)
     except tuple(codes) as e:
         print(f"cdragon: {e}", file=sys.stderr)
         return codes[type(e)]

@@ -58,6 +58,8 @@ class Config:
     checkpoint_interval: float = 2.0
     # pipelined requests in flight on one connection before we stop reading it
     max_pipeline: int = 128
+    # with no [[token]] configured, serve loopback clients only (Redis's protected mode)
+    protected_mode: bool = True
 
     def listen_host_port(self) -> tuple[str, int]:
         host, _, port = self.listen.rpartition(":")
@@ -130,6 +132,13 @@ def _coerce(name: str, raw, source: str):
             value = int(raw) if isinstance(raw, (int, str)) else None
             if value is None:
                 raise TypeError
+        elif kind == "bool":
+            if isinstance(raw, bool):
+                value = raw
+            elif isinstance(raw, str) and raw.lower() in ("true", "1", "yes", "false", "0", "no"):
+                value = raw.lower() in ("true", "1", "yes")
+            else:
+                raise TypeError
         else:  # float
             if isinstance(raw, bool):
                 raise TypeError
@@ -175,6 +184,8 @@ def load(path: str | None = None, env: dict | None = None, overrides: dict | Non
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{path}: not valid TOML: {e}") from None
         for key, raw in data.items():
+            if key == "token":
+                continue                     # [[token]] tables: cdragon.tokens reads them
             if key not in _FIELDS:
                 raise ConfigError(f"{path}: unknown setting {key!r}{_closest(key, _FIELDS)}")
             values[key] = _coerce(key, raw, path)

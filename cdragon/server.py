@@ -81,7 +81,7 @@ def _listen_socket(host: str, port: int) -> socket.socket:
 class Runner:
     """One serving process: start, run until a signal, drain, stop."""
 
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, tokens: list | None = None):
         self.cfg = cfg
         try:
             self.storage = Storage(cfg.data_dir, cfg.initial_map_bytes, cfg.max_storage_bytes)
@@ -90,6 +90,10 @@ class Runner:
         self.loop = uvloop.new_event_loop()
         asyncio.set_event_loop(self.loop)
         self.server = Server(self.loop, self.storage, cfg, __version__)
+        self.server.set_auth([(t.name, t.sha256, list(t.accounts), t.access) for t in tokens or []],
+                             cfg.protected_mode)
+        self.open_to_others = not tokens and cfg.protected_mode and \
+            cfg.listen_host_port()[0] not in ("127.0.0.1", "::1", "localhost")
         self.listener = None
         self.backlog_sock = None
         self.stopping = False
@@ -136,6 +140,10 @@ class Runner:
             self.listener.close()
             return
         log.info("cdragon %s serving on %s, data in %s", __version__, self.cfg.listen, self.cfg.data_dir)
+        if self.open_to_others:
+            log.warning("listening on %s with no token configured: protected mode serves only "
+                        "clients on this machine (add a [[token]], see `cdragon token new --help`)",
+                        self.cfg.listen)
         sd_notify.notify(f"READY=1\nSTATUS=serving on {self.cfg.listen}")   # systemd Type=notify
 
     def begin_shutdown(self) -> None:
@@ -177,13 +185,13 @@ class Runner:
         self.loop.call_later(0.02, self._wait_drained)
 
 
-def serve(cfg: Config) -> int:
+def serve(cfg: Config, tokens: list | None = None) -> int:
     """Serve until a signal; 0 after a clean stop. Start-up failures raise DataDirBusy,
     DataDirUnusable or CannotListen; anything else is a crash (a traceback)."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     owner = datadir.lock(cfg.data_dir)   # before LMDB opens, held until the process ends
     try:
-        return Runner(cfg).run()
+        return Runner(cfg, tokens).run()
     finally:
         os.close(owner)

@@ -27,6 +27,14 @@ cdef enum:
     DL_BODY = 3
     DL_CLOSING = 4                # an error was sent; the peer has this long to take it
 
+# who may use a route (Auth): anyone, a token covering its account, a metrics or an
+# admin token
+cdef enum:
+    G_OPEN = 0
+    G_ACCOUNT = 1
+    G_METRICS = 2
+    G_ADMIN = 3
+
 # request methods, as indexes into a Route's handler table (HEAD is served by GET's)
 cdef enum:
     M_GET = 0

@@ -25,6 +25,9 @@ cdef class Conn:
     cdef bint expect_continue, bad_expect, want_close, http10
     cdef int64_t content_length
     cdef bytes fatal              # a response to send, then close (set before _Abort)
+    cdef bytes authz              # the Authorization header, or None
+    cdef object denied            # Auth's refusal (an ApiError) to answer instead, or None
+    cdef bint read_only           # a read token's POST /db: the body must only read
     # -- per connection ------------------------------------------------------------------
     cdef list q                   # Slots waiting to be sent, in order (short: a list
                                   # with typed appends beats a deque's method calls)
@@ -34,6 +37,9 @@ cdef class Conn:
     cdef bint line_http11         # ... and the current request is that one
     cdef int64_t reg_seq          # highest batch this connection is registered with
     cdef bint closing, closed, eof, read_paused, write_paused
+    cdef int loopback             # the client is on this machine: -1 not known yet
+    cdef bytes authz_seen         # the Authorization header of the last request ...
+    cdef Token token              # ... and its token (None: unknown)
     cdef public double deadline
     cdef public int dl_kind
 
@@ -50,6 +56,8 @@ cdef class Conn:
     cdef int on_deadline(self) except -1
     cdef int shutdown_idle(self) except -1
     cdef int kill(self) noexcept
+    cdef bint is_loopback(self) except -1
+    cdef object peer(self)
     cdef int _close(self) except -1
     # inside
     cdef int _register(self, int64_t seq) except -1

@@ -69,6 +69,7 @@ cdef class Conn:
         self.read_paused = self.write_paused = False
         self.in_request = self.in_headers = False
         self.fatal = None
+        self.loopback = -1
 
     # ---- asyncio protocol ------------------------------------------------------------
     def connection_made(self, transport):
@@ -160,6 +161,9 @@ cdef class Conn:
         self.body_len = 0
         self.content_length = -1
         self.expect_continue = self.bad_expect = self.want_close = False
+        self.authz = None
+        self.denied = None
+        self.read_only = False
         self._set_deadline(DL_HEADERS)
 
     def on_url(self, bytes url):
@@ -180,6 +184,8 @@ cdef class Conn:
                 self.bad_expect = True
         elif n == 14 and name.lower() == b"content-length":
             self.content_length = _digits(value)   # -1 if not digits: the parser rejects it
+        elif n == 13 and name.lower() == b"authorization":
+            self.authz = value
 
     def on_headers_complete(self):
         self.in_headers = False
@@ -194,6 +200,11 @@ cdef class Conn:
             self._abort(E_BAD_EXPECT.closing_frame)
         if self.content_length > self.srv.lim.max_body_bytes:
             self._abort(self.srv.body_too_large.closing_frame)
+        if self.srv.auth.active:
+            self.srv.auth.check(self)
+            if self.denied is not None and self.expect_continue:
+                # refused before its body was sent: answer now and close, no body read
+                self._abort(error_response(self.denied, True, False))
         self._set_deadline(DL_BODY)
         if self.expect_continue:
             self._queue_ready(CONTINUE_100)
@@ -202,6 +213,8 @@ cdef class Conn:
         self.body_len += len(body)
         if self.body_len > self.srv.lim.max_body_bytes:
             self._abort(self.srv.body_too_large.closing_frame)
+        if self.denied is not None:
+            return                # a refused request's body is dropped as it comes
         if self.body1 is None:
             self.body1 = body
         else:
@@ -222,7 +235,10 @@ cdef class Conn:
         self.body1 = None
         self.want_close = not self.parser.should_keep_alive() or self.srv.shutting_down
         self.dl_kind = DL_NONE
-        self.srv.dispatch(self, self.parser.get_method(), self.url, body)
+        if self.denied is not None:
+            self.reply_error(self.denied, 0, self.parser.get_method() == b"HEAD")
+        else:
+            self.srv.dispatch(self, self.parser.get_method(), self.url, body)
         if self.want_close:
             self.closing = True   # the answer (queued or sent) closes the connection
             raise _Abort()        # and no further pipelined request is read
@@ -439,6 +455,25 @@ cdef class Conn:
             self.transport.close()
             self._set_deadline(DL_CLOSING)
         return 0
+
+    cdef bint is_loopback(self) except -1:
+        """Whether the client is on this machine (127.0.0.0/8, ::1): asked of the
+        transport once per connection, and only in protected mode."""
+        cdef str host
+        if self.loopback < 0:
+            host = self.peer()
+            if host.startswith("::ffff:"):
+                host = host[7:]
+            self.loopback = 1 if (host.startswith("127.") or host == "::1") else 0
+        return self.loopback == 1
+
+    cdef object peer(self):
+        """The client's address (host), or "?"."""
+        try:
+            pn = self.transport.get_extra_info("peername")
+        except Exception:
+            pn = None
+        return str(pn[0]) if pn else "?"
 
     cdef int kill(self) noexcept:
         """Drop the connection now, with a reset; what is buffered is lost. Never raises:

@@ -13,6 +13,7 @@ cdef class Route:
     cdef bint writes[N_METHODS]           # the method changes state (token access: write)
     cdef bint in_shutdown[N_METHODS]      # still served once shutdown began
     cdef list accepts                     # per method: frozenset of the query parameters it takes
+    cdef int guard                        # G_*: who may use it (Auth)
     cdef bytes allow                      # the 405's Allow header line
     cdef str allow_message                # the 405's message
 

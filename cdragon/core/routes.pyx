@@ -68,6 +68,10 @@ cdef Route route(str template, Handler get, Handler post, Handler put, Handler d
     cdef int m
     cdef list names = []
     r.template = template
+    # who may use it, from the template: the probes are open, /metrics needs a metrics
+    # (or admin) token, /admin/* an admin token, the rest a token covering its account
+    r.guard = (G_OPEN if template in ("/health", "/ready") else G_METRICS if template == "/metrics"
+               else G_ADMIN if template.startswith("/admin") else G_ACCOUNT)
     r.handlers[M_GET] = get
     r.handlers[M_HEAD] = get
     r.handlers[M_POST] = post

@@ -17,6 +17,7 @@ cdef class Server:
     cdef public LockTable locks
     cdef public WatchHub watches
     cdef readonly Expiry expiry
+    cdef readonly Auth auth
     cdef set listers               # big lists in progress (each holds a read snapshot)
     cdef Limits lim                # the settings the request path reads
     cdef Fixed body_too_large      # 413 for a body over lim.max_body_bytes

@@ -62,6 +62,7 @@ cdef class Server:
         self.locks = LockTable(self, self.deadlines)
         self.watches = WatchHub(self, self.deadlines)
         self.expiry = Expiry(self)
+        self.auth = Auth()
         self.listers = set()
         self.commits = self.committed_requests = self.checkpoints = 0
 
@@ -70,6 +71,11 @@ cdef class Server:
         self.locks.load(hw, records)
         self.storage.start(self.loop, self.on_commit, self.on_applied)
         self.sweep_handle = self.loop.call_later(SWEEP_INTERVAL_MS / 1000.0, self._sweep)
+
+    def set_auth(self, list tokens, bint protected_mode):
+        """Tokens as [(name, sha256 hex, [account patterns], access)]; at start and on
+        reload (connections keep going; their next request is checked anew)."""
+        self.auth.configure(tokens, protected_mode)
 
     def protocol(self):
         """The protocol factory for loop.create_server."""
