@@ -181,6 +181,11 @@ def test_https_write_and_read(certs, tls_server):
     with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
         with ctx.wrap_socket(s, server_hostname="127.0.0.1") as t:
             assert t.selected_alpn_protocol() == "http/1.1"
+    # SIGTERM with a TLS connection open: the usual clean stop
+    c = TLSClient(srv.port, client_context(certs))
+    assert c.request("GET", "/health").status == 200
+    assert srv.terminate() == 0, srv.log_tail()
+    c.close()
 
 
 def test_plain_http_is_not_served(certs, tls_server):
