@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     codes = {DataDirBusy: EXIT_DATA_DIR_BUSY, DataDirUnusable: EXIT_DATA_DIR_UNUSABLE,
              CannotListen: EXIT_CANNOT_LISTEN}
     try:
-        return serve(cfg, token_specs)
+        return serve(cfg, token_specs, args.config)
     except tuple(codes) as e:
         print(f"cdragon: {e}", file=sys.stderr)
         return codes[type(e)]

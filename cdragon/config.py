@@ -24,6 +24,11 @@ class Config:
     # where to serve and keep data
     listen: str = "127.0.0.1:8081"
     data_dir: str = "./cdragon-data"
+    # TLS on the listener: both files or neither ("" = plain HTTP); a client CA file
+    # also requires client certificates signed by it. SIGHUP re-reads the three files.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_client_ca_file: str = ""
     # request limits (API.md "Default limits")
     max_body_bytes: int = 1 * MIB
     max_value_bytes: int = 512 * KIB
@@ -159,6 +164,12 @@ def _check(cfg: Config) -> Config:
         raise ConfigError(f"listen must be HOST:PORT, got {cfg.listen!r}") from None
     if not 0 <= port <= 65535:
         raise ConfigError(f"listen port out of range: {port}")
+    if bool(cfg.tls_cert_file) != bool(cfg.tls_key_file):
+        given, missing = (("tls_cert_file", "tls_key_file") if cfg.tls_cert_file
+                          else ("tls_key_file", "tls_cert_file"))
+        raise ConfigError(f"{given} is set but {missing} is not: TLS needs both (or neither)")
+    if cfg.tls_client_ca_file and not cfg.tls_cert_file:
+        raise ConfigError("tls_client_ca_file needs tls_cert_file and tls_key_file")
     # a default above its maximum means the maximum (a max_watch_timeout of 5 makes
     # watches without a Timeout wait 5 s)
     for default, top in (("default_lock_dur", "max_lock_dur"), ("default_watch_timeout", "max_watch_timeout")):

@@ -5,9 +5,14 @@ Shutdown (SIGTERM/SIGINT): stop listening but accept what is already in the back
 answer every request (served, or 503 shutting_down), commit the last batch, exit 0
 within `shutdown_timeout` seconds.
 
-Start-up: lock the data directory (cdragon.datadir), open the storage, listen. A
-failure of one of these raises DataDirBusy, DataDirUnusable or CannotListen, whose text
-is the one line the command prints; cdragon.cli turns them into exit codes.
+Start-up: load the TLS files if set (cdragon.tls; a bad one is a config error, exit
+2), lock the data directory (cdragon.datadir), open the storage, listen. A failure of
+one of these raises DataDirBusy, DataDirUnusable or CannotListen, whose text is the one
+line the command prints; cdragon.cli turns them into exit codes.
+
+Reload (SIGHUP, `systemctl reload cdragon`): Runner.reload() runs its reload steps
+(Runner.reload_steps) one by one; a step that fails logs one line and leaves its old
+settings in force, and no connection is dropped.
 """
 from __future__ import annotations
 
@@ -27,8 +32,9 @@ import uvloop
 
 from cdragon import __version__
 from cdragon._core import Server
-from cdragon import datadir, sd_notify
+from cdragon import datadir, sd_notify, tls
 from cdragon.config import Config
+from cdragon.tokens import load as load_tokens
 from cdragon.datadir import DataDirUnusable
 from cdragon.storage import Storage, StorageError
 
@@ -81,8 +87,15 @@ def _listen_socket(host: str, port: int) -> socket.socket:
 class Runner:
     """One serving process: start, run until a signal, drain, stop."""
 
-    def __init__(self, cfg: Config, tokens: list | None = None):
+    def __init__(self, cfg: Config, tls_listener: tls.Listener | None = None, tokens: list | None = None,
+                 config_path: str | None = None):
         self.cfg = cfg
+        self.tls = tls_listener
+        # what SIGHUP re-reads, in order: (what, step); a step raises to keep its old
+        # settings, and its exception's text is the one line logged
+        self.reload_steps: list[tuple[str, object]] = []
+        if tls_listener is not None:
+            self.reload_steps.append(("TLS files", tls_listener.reload))
         try:
             self.storage = Storage(cfg.data_dir, cfg.initial_map_bytes, cfg.max_storage_bytes)
         except (StorageError, lmdb.Error, OSError) as e:   # e.g. schema mismatch
@@ -90,8 +103,9 @@ class Runner:
         self.loop = uvloop.new_event_loop()
         asyncio.set_event_loop(self.loop)
         self.server = Server(self.loop, self.storage, cfg, __version__)
-        self.server.set_auth([(t.name, t.sha256, list(t.accounts), t.access) for t in tokens or []],
-                             cfg.protected_mode)
+        self._set_tokens(tokens or [])
+        if config_path:
+            self.reload_steps.append(("tokens", lambda: self._set_tokens(load_tokens(config_path))))
         self.open_to_others = not tokens and cfg.protected_mode and \
             cfg.listen_host_port()[0] not in ("127.0.0.1", "::1", "localhost")
         self.listener = None
@@ -132,19 +146,51 @@ class Runner:
     def _start_serving(self, sock: socket.socket) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.begin_shutdown)
+        self.loop.add_signal_handler(signal.SIGHUP, self.reload)
         self.loop.create_task(self._listen(sock))
 
     async def _listen(self, sock: socket.socket) -> None:
-        self.listener = await self.loop.create_server(self.server.protocol, sock=sock, backlog=4096)
+        self.listener = await self.loop.create_server(self.server.protocol, sock=sock, backlog=4096,
+                                                      **self._ssl_args())
         if self.stopping:   # a signal came while the server was being set up
             self.listener.close()
             return
-        log.info("cdragon %s serving on %s, data in %s", __version__, self.cfg.listen, self.cfg.data_dir)
+        log.info("cdragon %s serving on %s%s, data in %s", __version__, self.cfg.listen,
+                 f" ({self.tls.describe()})" if self.tls else "", self.cfg.data_dir)
         if self.open_to_others:
             log.warning("listening on %s with no token configured: protected mode serves only "
                         "clients on this machine (add a [[token]], see `cdragon token new --help`)",
                         self.cfg.listen)
         sd_notify.notify(f"READY=1\nSTATUS=serving on {self.cfg.listen}")   # systemd Type=notify
+
+    def _ssl_args(self) -> dict:
+        """create_server / connect_accepted_socket arguments: none for plain HTTP. A TLS
+        handshake must finish within header_timeout (the server's own deadlines start
+        once it has)."""
+        if self.tls is None:
+            return {}
+        return {"ssl": self.tls.context, "ssl_handshake_timeout": self.cfg.header_timeout}
+
+    def _set_tokens(self, tokens: list) -> None:
+        self.server.set_auth([(t.name, t.sha256, list(t.accounts), t.access) for t in tokens],
+                             self.cfg.protected_mode)
+
+    def reload(self) -> None:
+        """SIGHUP: run every reload step; one that fails keeps its old settings and logs
+        why, the others still run. Open connections are left alone."""
+        if self.stopping:
+            return
+        done = []
+        for what, step in self.reload_steps:
+            try:
+                step()
+            except Exception as e:      # a bad file, whatever the step: never the process
+                why = " ".join(str(e).split()) or type(e).__name__
+                log.error("reload: %s not reloaded, the old ones stay in force: %s", what, why)
+            else:
+                done.append(what)
+        if done:
+            log.info("reload: re-read %s", ", ".join(done))
 
     def begin_shutdown(self) -> None:
         if self.stopping:
@@ -170,7 +216,8 @@ class Runner:
             except OSError:
                 break
             conn.setblocking(False)
-            self.loop.create_task(self.loop.connect_accepted_socket(self.server.protocol, conn))
+            self.loop.create_task(self.loop.connect_accepted_socket(self.server.protocol, conn,
+                                                                    **self._ssl_args()))
         s.close()
 
     def _wait_drained(self) -> None:
@@ -185,13 +232,22 @@ class Runner:
         self.loop.call_later(0.02, self._wait_drained)
 
 
-def serve(cfg: Config, tokens: list | None = None) -> int:
-    """Serve until a signal; 0 after a clean stop. Start-up failures raise DataDirBusy,
+def serve(cfg: Config, tokens: list | None = None, config_path: str | None = None) -> int:
+    """Serve until a signal; 0 after a clean stop, 2 (printed one line) if a TLS file is
+    bad. Other start-up failures raise DataDirBusy,
     DataDirUnusable or CannotListen; anything else is a crash (a traceback)."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    listener = None
+    if tls.enabled(cfg):
+        try:
+            listener = tls.Listener(cfg)
+        except tls.TLSFileError as e:
+            from cdragon.cli import EXIT_CONFIG     # a bad file is a configuration error
+            print(f"cdragon: config error: {e}", file=sys.stderr)
+            return EXIT_CONFIG
     owner = datadir.lock(cfg.data_dir)   # before LMDB opens, held until the process ends
     try:
-        return Runner(cfg, tokens).run()
+        return Runner(cfg, listener, tokens, config_path).run()
     finally:
         os.close(owner)

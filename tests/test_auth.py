@@ -291,3 +291,30 @@ def test_protected_mode_off_and_tokens_from_outside(netns, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_sighup_rereads_tokens_and_a_broken_file_keeps_the_old_ones(server_factory, tmp_path):
+    import signal
+    cfg = tmp_path / "reload.toml"
+    cfg.write_text(config_text())
+    srv = server_factory(config=str(cfg))
+    old, new = token_of("web"), "cdt_test-new-secret"
+    assert call(srv, "PUT", "/db/shop/kv/k", 1, token=old).status == 200
+    c = Client(srv.port, timeout=10)          # a connection open across the reload
+    assert c.request("GET", "/db/shop/kv/k", headers={"Authorization": "Bearer " + old}).status == 200
+    cfg.write_text('[[token]]\nname = "new"\nsha256 = "%s"\naccess = "write"\naccounts = ["shop"]\n'
+                   % hashlib.sha256(new.encode()).hexdigest())
+    srv.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while call(srv, "GET", "/db/shop/kv/k", token=new).status != 200:
+        assert time.monotonic() < deadline, "the new token never worked"
+        time.sleep(0.05)
+    assert_error(call(srv, "GET", "/db/shop/kv/k", token=old), 401, "unauthorized")
+    # the connection opened before is still there; its next request is checked anew
+    assert c.request("GET", "/db/shop/kv/k", headers={"Authorization": "Bearer " + new}).status == 200
+    cfg.write_text("[[token]]\nname = 5\n")
+    srv.proc.send_signal(signal.SIGHUP)
+    time.sleep(0.5)
+    assert call(srv, "GET", "/db/shop/kv/k", token=new).status == 200
+    assert "tokens not reloaded" in srv.log_tail()
+    c.close()
