@@ -198,6 +198,18 @@ def _data_dir_problem(cfg: config.Config) -> str | None:
     return None
 
 
+def _tls_problem(cfg) -> str | None:
+    """Whether the TLS files (if set) load as the server would load them."""
+    from cdragon import tls
+    if not tls.enabled(cfg):
+        return None
+    try:
+        tls.build_context(cfg)
+    except tls.TLSFileError as e:
+        return str(e)
+    return None
+
+
 def _check_config(path: str | None) -> int:
     env = sorted(k for k in os.environ if k in {config.env_var(n) for n in config.setting_names()})
     try:
@@ -211,7 +223,7 @@ def _check_config(path: str | None) -> int:
             msg = f"{path}{' with ' + ', '.join(env) if env else ''}: {msg}"
         print(f"cdragon: config error: {msg}", file=sys.stderr)
         return EXIT_CONFIG
-    problems = [m for m in (_listen_problem(cfg), _data_dir_problem(cfg)) if m]
+    problems = [m for m in (_listen_problem(cfg), _data_dir_problem(cfg), _tls_problem(cfg)) if m]
     for m in problems:
         print(f"cdragon: config error: {m}", file=sys.stderr)
     if problems:

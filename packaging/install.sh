@@ -110,10 +110,18 @@ if [ -e "$conf" ]; then
     say "kept the existing $CONFDIR/cdragon.toml (the new example is cdragon.toml.example)"
 else
     cp "$here/cdragon.toml" "$conf.new"
+    # a first install gets an admin token: shown here once, only its hash kept
+    made=$("$DESTDIR$BINDIR/cdragon" token new --name admin --access admin) || die "could not make a token"
+    token=$(printf '%s\n' "$made" | head -n 1)
+    { printf '\n# Made by install.sh on %s; the token itself was shown once. Settings go above\n' "$(date -u +%Y-%m-%d)"
+      printf '# this point: in TOML every line after a [[token]] header belongs to that token.\n'
+      printf '%s\n' "$made" | tail -n +3; } >> "$conf.new"
     chmod 0640 "$conf.new"
     [ -n "$DESTDIR" ] || chgrp "$USER_NAME" "$conf.new"
     mv "$conf.new" "$conf"
     say "installed $CONFDIR/cdragon.toml (edit it, then: systemctl enable --now cdragon)"
+    say "admin token (shown this once; only its SHA-256 is in the config): $token"
+    say "clients send it as: Authorization: Bearer <token>; make narrower ones with 'cdragon token new'"
 fi
 checked=$("$DESTDIR$BINDIR/cdragon" check-config "$conf") || die "fix $CONFDIR/cdragon.toml (see the message above)"
 printf '%s\n' "$checked"

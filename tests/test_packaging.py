@@ -12,6 +12,7 @@ from __future__ import annotations
 import configparser
 import dataclasses
 import fcntl
+import hashlib
 import http.client
 import json
 import os
@@ -319,12 +320,17 @@ def test_install_sh_is_idempotent_and_keeps_the_config(tmp_path):
     for unit in ("cdragon.service", "cdragon@.service"):
         assert (dest / "etc/systemd/system" / unit).read_text() == (PKG / unit).read_text()
     conf = dest / "etc/cdragon/cdragon.toml"
-    assert conf.read_text() == (PKG / "cdragon.toml").read_text()
+    assert conf.read_text().startswith((PKG / "cdragon.toml").read_text())
     assert conf.stat().st_mode & 0o777 == 0o640
-    conf.write_text(conf.read_text() + "max_ops = 77\n")  # the admin's edit
+    # a first install adds an admin token: shown once in the output, its hash in the file
+    token = re.search(r"admin token \(shown this once.*\): (cdt_\S+)", out).group(1)
+    tables = tomllib.loads(conf.read_text())["token"]
+    assert tables == [{"name": "admin", "sha256": hashlib.sha256(token.encode()).hexdigest(), "access": "admin"}]
+    assert token not in conf.read_text()
+    conf.write_text("max_ops = 77\n" + conf.read_text())  # the admin's edit (above the tables)
     out = run()
     assert "kept the existing" in out, out
-    assert conf.read_text().endswith("max_ops = 77\n")
+    assert conf.read_text().startswith("max_ops = 77\n")
     assert (dest / "etc/cdragon/cdragon.toml.example").read_text() == (PKG / "cdragon.toml").read_text()
     # a broken existing config is reported, and the run fails
     conf.write_text("max_ops = 0\n")

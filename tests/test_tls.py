@@ -386,3 +386,13 @@ def test_bad_files_at_start_exit_2(certs, tmp_path):
         assert len(lines) == 1 and lines[0].startswith("cdragon: config error:"), (env, err)
         assert word in lines[0], (env, err)
         assert not (tmp_path / "data").exists(), "a config error must not touch the data dir"
+
+
+def test_check_config_loads_the_tls_files(tmp_path):
+    import subprocess, sys
+    from helpers import REPO
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'tls_cert_file = "{tmp_path}/none.pem"\ntls_key_file = "{tmp_path}/none.key"\n')
+    r = subprocess.run([sys.executable, "-m", "cdragon", "check-config", str(cfg)], cwd=REPO,
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "none.pem" in r.stderr, r.stderr
