@@ -24,6 +24,7 @@ cdef class Fixed
 cdef class Expiry
 cdef class RangeReader
 cdef class Lister
+cdef class Stats
 
 include "core/consts.pxi"
 include "core/limits.pxd"
@@ -37,4 +38,5 @@ include "core/locks.pxd"
 include "core/watch.pxd"
 include "core/expiry.pxd"
 include "core/lister.pxd"
+include "core/stats.pxd"
 include "core/server.pxd"

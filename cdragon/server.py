@@ -19,7 +19,6 @@ import os
 import resource
 import signal
 import socket
-import sys
 import time
 
 import lmdb
@@ -27,7 +26,7 @@ import uvloop
 
 from cdragon import __version__
 from cdragon._core import Server
-from cdragon import datadir, sd_notify
+from cdragon import datadir, logs, sd_notify
 from cdragon.config import Config
 from cdragon.datadir import DataDirUnusable
 from cdragon.storage import Storage, StorageError
@@ -180,8 +179,7 @@ class Runner:
 def serve(cfg: Config) -> int:
     """Serve until a signal; 0 after a clean stop. Start-up failures raise DataDirBusy,
     DataDirUnusable or CannotListen; anything else is a crash (a traceback)."""
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(cfg)
     owner = datadir.lock(cfg.data_dir)   # before LMDB opens, held until the process ends
     try:
         return Runner(cfg).run()

@@ -64,6 +64,7 @@ cdef class Server:
         self.expiry = Expiry(self)
         self.listers = set()
         self.commits = self.committed_requests = self.checkpoints = 0
+        self.stats = Stats(cfg)
 
     def start(self):
         hw, records = self.storage.load_locks()
@@ -139,6 +140,7 @@ cdef class Server:
             self.pending_ops = None
             self.commits += 1
             self.committed_requests += b.nreq
+            self.stats.committed(b.nreq)
             for c in b.conns:
                 c.flush()
             self.watches.committed(b)
