@@ -26,6 +26,7 @@ cdef class Token
 cdef class Auth
 cdef class RangeReader
 cdef class Lister
+cdef class Stats
 
 include "core/consts.pxi"
 include "core/limits.pxd"
@@ -40,4 +41,5 @@ include "core/watch.pxd"
 include "core/expiry.pxd"
 include "core/auth.pxd"
 include "core/lister.pxd"
+include "core/stats.pxd"
 include "core/server.pxd"

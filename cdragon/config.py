@@ -65,6 +65,10 @@ class Config:
     max_pipeline: int = 128
     # with no [[token]] configured, serve loopback clients only (Redis's protected mode)
     protected_mode: bool = True
+    # logs: level, "text" or "json" lines, and one line per request when access_log is on
+    log_level: str = "info"
+    log_format: str = "text"
+    access_log: bool = False
 
     def listen_host_port(self) -> tuple[str, int]:
         host, _, port = self.listen.rpartition(":")
@@ -76,6 +80,8 @@ class ConfigError(ValueError):
 
 
 _FIELDS = {f.name: f for f in fields(Config)}
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("text", "json")
 
 ENV_PREFIX = "CDRAGON_"
 
@@ -131,6 +137,13 @@ def _coerce(name: str, raw, source: str):
             if not isinstance(raw, str):
                 raise TypeError
             value = raw
+        elif kind == "bool":
+            if isinstance(raw, str) and raw.strip().lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+                value = raw.strip().lower() in ("true", "1", "yes", "on")
+            elif isinstance(raw, bool):
+                value = raw
+            else:
+                raise TypeError
         elif kind == "int":
             if isinstance(raw, bool):
                 raise TypeError
@@ -158,6 +171,10 @@ def _check(cfg: Config) -> Config:
         v = getattr(cfg, f.name)
         if f.type in ("int", "float") and not (v > 0):
             raise ConfigError(f"{f.name} must be > 0, got {v!r}")
+    if cfg.log_level not in LOG_LEVELS:
+        raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {cfg.log_level!r}")
+    if cfg.log_format not in LOG_FORMATS:
+        raise ConfigError(f"log_format must be one of {', '.join(LOG_FORMATS)}, got {cfg.log_format!r}")
     try:
         host, port = cfg.listen_host_port()
     except ValueError:

@@ -32,7 +32,7 @@ import uvloop
 
 from cdragon import __version__
 from cdragon._core import Server
-from cdragon import datadir, sd_notify, tls
+from cdragon import datadir, logs, sd_notify, tls
 from cdragon.config import Config
 from cdragon.tokens import load as load_tokens
 from cdragon.datadir import DataDirUnusable
@@ -236,8 +236,7 @@ def serve(cfg: Config, tokens: list | None = None, config_path: str | None = Non
     """Serve until a signal; 0 after a clean stop, 2 (printed one line) if a TLS file is
     bad. Other start-up failures raise DataDirBusy,
     DataDirUnusable or CannotListen; anything else is a crash (a traceback)."""
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(cfg)
     listener = None
     if tls.enabled(cfg):
         try:

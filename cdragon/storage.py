@@ -45,6 +45,32 @@ _APPLY_CHUNK = 2000           # puts per GIL hold in a checkpoint
 _CHECKPOINT = object()        # writer-queue command: hand what is logged to a checkpoint
 
 
+class Timings:
+    """A histogram of durations kept by one thread (counts per bucket, not cumulative,
+    the last one +Inf) and read by cdragon.metrics at scrape time: a perf_counter pair
+    and a short scan per observation, no lock (a scrape may see a count one ahead of
+    the sum)."""
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple):
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        i = 0
+        for b in self.bounds:
+            if seconds <= b:
+                break
+            i += 1
+        self.counts[i] += 1
+        self.sum += seconds
+
+
+FSYNC_BOUNDS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+CHECKPOINT_BOUNDS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
 class StorageError(Exception):
     pass
 
@@ -111,6 +137,8 @@ class Storage:
         # of this process fail (EIO), to exercise recovery from a failed write.
         self._fail_writes = {int(n) for n in os.environ.get("CDRAGON_TEST_FAIL_LOG_WRITES", "").split(",") if n}
         self._writes = 0
+        self.fsync_times = Timings(FSYNC_BOUNDS)            # the writer's log appends
+        self.checkpoint_times = Timings(CHECKPOINT_BOUNDS)  # the checkpoint thread's applies
         self._loop = None
         self._done = self._applied = None
 
@@ -281,7 +309,10 @@ class Storage:
                 self._writes += 1
                 if self._writes in self._fail_writes:
                     raise OSError(errno.EIO, "log write failed (CDRAGON_TEST_FAIL_LOG_WRITES)")
-                self.wal.append(seq, wal.wal_body(ops))
+                body = wal.wal_body(ops)
+                t0 = time.perf_counter()
+                self.wal.append(seq, body)     # the record's write and its fdatasync
+                self.fsync_times.observe(time.perf_counter() - t0)
             except Exception as e:  # reported to the loop; the batch is answered 500
                 err = f"{type(e).__name__}: {e}"
             else:
@@ -317,7 +348,9 @@ class Storage:
             err = None
             if pending is not None:
                 try:
+                    t0 = time.perf_counter()
                     self._apply(pending, lsn)
+                    self.checkpoint_times.observe(time.perf_counter() - t0)
                 except lmdb.MapFullError:
                     err = "map_full"
                 except Exception as e:

@@ -318,3 +318,25 @@ def test_sighup_rereads_tokens_and_a_broken_file_keeps_the_old_ones(server_facto
     assert call(srv, "GET", "/db/shop/kv/k", token=new).status == 200
     assert "tokens not reloaded" in srv.log_tail()
     c.close()
+
+
+def test_metrics_need_a_metrics_or_admin_token_and_count_failures(token_server):
+    from prometheus_client.parser import text_string_to_metric_families
+    assert_error(call(token_server, "GET", "/metrics"), 401, "unauthorized")
+    assert_error(call(token_server, "GET", "/metrics", token=token_of("web")), 403, "forbidden")
+    assert call(token_server, "GET", "/metrics", token=token_of("ops")).status == 200
+
+    def failures():
+        r = call(token_server, "GET", "/metrics", token=token_of("mon"))
+        assert r.status == 200
+        fams = {f.name: f for f in text_string_to_metric_families(r.body.decode())}
+        return {s.labels["reason"]: s.value for s in fams["cdragon_auth_failures"].samples
+                if s.name.endswith("_total")}
+    before = failures()
+    call(token_server, "GET", "/db/shop/kv/k")                               # missing
+    call(token_server, "GET", "/db/shop/kv/k", token="Bearer cdt_nope")      # unknown
+    call(token_server, "GET", "/db/other/kv/k", token=token_of("web"))       # forbidden
+    after = failures()
+    assert after["missing"] == before["missing"] + 1
+    assert after["unknown"] == before["unknown"] + 1
+    assert after["forbidden"] == before["forbidden"] + 1

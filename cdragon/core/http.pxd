@@ -7,6 +7,9 @@ cdef class Slot:
     cdef bint close        # close the connection after sending
     cdef bint head         # HEAD request: framed without a body
     cdef object owner      # lock waiter / watcher holding this slot, if any
+    cdef int route_ix      # parked: 1 + its route's index, for Stats.answered_later (0: none)
+    cdef int method
+    cdef double t0
 
 
 cdef class Conn:

@@ -279,6 +279,7 @@ cdef class Conn:
         return s
 
     cdef int fill(self, Slot s, bytes data, int64_t seq) except -1:
+        if s.route_ix: self.srv.stats.answered_later(self, s, data)
         s.data = data
         s.seq = seq
         s.owner = None
@@ -296,6 +297,7 @@ cdef class Conn:
             return 0
         del self.q[0]
         s.owner = None
+        if s.route_ix: self.srv.stats.answered_later(self, s, data)
         self.transport.write(data)
         if not self.q and not self.in_request:
             if self.eof or s.close or self.closing:     # an answer that ends the connection

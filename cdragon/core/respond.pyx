@@ -42,11 +42,14 @@ cdef inline char* _put(char* w, bytes b) noexcept:
 
 
 cdef bytes frame(int status, bytes body, bint close=False, bint head=False,
-                 bint text=False, bytes extra=None):
+                 bint text=False, bytes extra=None, bytes ctype=None):
     """A whole HTTP/1.1 response. `extra` is raw header lines ending in CRLF. A JSON
-    body (not `text`) gets a newline after it."""
+    body (not `text`) gets a newline after it. `ctype`: a Content-Type of the
+    caller's (with `text`: no newline added)."""
     cdef bytes prefix = _OK_JSON if status == 200 and not text else (
         <dict>(_PREFIX_TEXT if text else _PREFIX_JSON)).get(status)
+    if ctype is not None:
+        prefix = _prefix(status, ctype)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(body)
     cdef Py_ssize_t nl = 0 if text else 1      # a JSON answer ends with a newline
     cdef bytes tail, digits, out

@@ -9,6 +9,7 @@ cdef class Route:
     """One route family: its handler per method, and the rules the router applies
     before calling it."""
     cdef readonly str template            # "/db/{acc}/kv/{key}": what logs and metrics name
+    cdef readonly int index               # its slot in Stats' counters (0: no route)
     cdef Handler handlers[N_METHODS]      # NULL: method not allowed (HEAD: GET's handler)
     cdef bint writes[N_METHODS]           # the method changes state (token access: write)
     cdef bint in_shutdown[N_METHODS]      # still served once shutdown began

@@ -72,6 +72,9 @@ cdef Route route(str template, Handler get, Handler post, Handler put, Handler d
     # (or admin) token, /admin/* an admin token, the rest a token covering its account
     r.guard = (G_OPEN if template in ("/health", "/ready") else G_METRICS if template == "/metrics"
                else G_ADMIN if template.startswith("/admin") else G_ACCOUNT)
+    r.index = len(ROUTE_TEMPLATES)
+    assert r.index < ST_ROUTES
+    ROUTE_TEMPLATES.append(template)
     r.handlers[M_GET] = get
     r.handlers[M_HEAD] = get
     r.handlers[M_POST] = post
@@ -94,6 +97,7 @@ cdef Route route(str template, Handler get, Handler post, Handler put, Handler d
 #                           template                  GET           POST           PUT          DELETE
 cdef Route R_HEALTH = route("/health",                  health_get,   NULL,          NULL,        NULL)
 cdef Route R_READY = route("/ready",                    ready_get,    NULL,          NULL,        NULL)
+cdef Route R_METRICS = route("/metrics",                metrics_get,  NULL,          NULL,        NULL)
 cdef Route R_DB = route("/db/{acc}",                    NULL,         db_post,       NULL,        NULL)
 cdef Route R_WATCH = route("/watch/{acc}",              NULL,         watch_post,    NULL,        NULL, False)
 cdef Route R_KV = route("/db/{acc}/kv/{key}",           kv_get,       NULL,          kv_put,      kv_delete).accept(
@@ -107,7 +111,8 @@ cdef Route R_SEQUENCE = route("/db/{acc}/sequence/{key}", sequence_get, sequence
 cdef Route R_LOCK = route("/db/{acc}/lock/{key}",       lock_get,     lock_take,     NULL,        lock_release).accept(
     post="dur wait owner id", delete="handle owner id force")
 
-cdef dict EXACT = {b"/health": R_HEALTH, b"/ready": R_READY}      # whole paths
+cdef dict EXACT = {b"/health": R_HEALTH, b"/ready": R_READY,      # whole paths
+                   b"/metrics": R_METRICS}
 cdef list ACCOUNT_ROOTS = [(b"db", R_DB), (b"watch", R_WATCH)]     # /{root}/{acc}
 cdef dict RESOURCES = {b"kv": R_KV, b"counter": R_COUNTER,        # /db/{acc}/{kind}/{key}
                        b"sequence": R_SEQUENCE, b"lock": R_LOCK}
@@ -179,6 +184,7 @@ cdef int route_request(Server srv, Conn conn, bytes method, bytes url, bytes bod
     cdef bytes path
     cdef int m
     cdef Handler h
+    cdef double t0 = mono_now()
     srv.store.wait_seq = 0
     r = Request.__new__(Request)
     r.conn = conn
@@ -206,6 +212,7 @@ cdef int route_request(Server srv, Conn conn, bytes method, bytes url, bytes bod
         h(srv, r)
     except ApiError as e:
         conn.reply_error(e, read_seq(srv.store), r.head)
+    srv.stats.answered(r, conn, t0)
     return 0
 
 
@@ -249,4 +256,19 @@ cdef int ready_get(Server srv, Request r) except -1:
     if srv.storage_error is not None:
         raise ApiError(503, "storage_error", "the last commit failed: " + srv.storage_error)
     r.conn.reply(200, b'{"Status":"ok"}', 0, r.head)
+    return 0
+
+
+cdef bytes CT_PROMETHEUS = b"text/plain; version=0.0.4; charset=utf-8"
+
+
+cdef int metrics_get(Server srv, Request r) except -1:
+    """Prometheus text, rendered now by cdragon.metrics (first scrape: set up then)."""
+    cdef Conn c = r.conn
+    if srv.metrics_renderer is None:
+        from cdragon.metrics import renderer
+        srv.metrics_renderer = renderer(srv)
+    c.respond(frame(200, srv.metrics_renderer(), c.want_close, r.head, True,
+                    KEEP_ALIVE_10 if c.http10 and not c.want_close else None, CT_PROMETHEUS),
+              0, c.want_close, r.head)
     return 0

@@ -2,7 +2,7 @@
 
 cdef class Server:
     cdef object loop
-    cdef object storage
+    cdef readonly object storage
     cdef readonly object cfg
     cdef readonly Store store
     cdef set conns
@@ -23,6 +23,8 @@ cdef class Server:
     cdef Fixed body_too_large      # 413 for a body over lim.max_body_bytes
     # counters for tests and metrics
     cdef readonly int64_t commits, committed_requests, checkpoints
+    cdef readonly Stats stats          # what /metrics reports (core/stats.pyx)
+    cdef public object metrics_renderer    # () -> bytes: the /metrics body (cdragon.metrics)
     cdef double now            # mono_now() at the start of the current data_received
     cdef bint now_fresh        # ... or on_commit, while that runs
 

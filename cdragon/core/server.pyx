@@ -65,6 +65,7 @@ cdef class Server:
         self.auth = Auth()
         self.listers = set()
         self.commits = self.committed_requests = self.checkpoints = 0
+        self.stats = Stats(cfg)
 
     def start(self):
         hw, records = self.storage.load_locks()
@@ -145,6 +146,7 @@ cdef class Server:
             self.pending_ops = None
             self.commits += 1
             self.committed_requests += b.nreq
+            self.stats.committed(b.nreq)
             for c in b.conns:
                 c.flush()
             self.watches.committed(b)
