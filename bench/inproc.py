@@ -7,7 +7,8 @@ versions of the request path far more steadily than a wrk run on a shared machin
     taskset -c 0 .venv/bin/python bench/inproc.py add 1 1       # atomic add, 1 account x 1 key
     taskset -c 0 .venv/bin/python bench/inproc.py kv 1 1000     # KVSet 64 B, 1 x 1000 keys
     taskset -c 0 .venv/bin/python bench/inproc.py lock 1 1      # lock + unlock, a key per connection
-    (optional 4th argument: rounds of 400 requests, default 250; REPO=dir to time another checkout)
+    (optional 4th argument: rounds of 400 requests, default 250; REPO=dir to time another checkout;
+     TOKEN=1: one token configured and sent with every request, where the checkout has tokens)
 
 The fake transport is tests/fake_transport.py (the in-process tests drive the server the same way).
 """
@@ -33,6 +34,14 @@ def main():
     loop = uvloop.new_event_loop(); asyncio.set_event_loop(loop)
     st = Storage(d, cfg.initial_map_bytes, cfg.max_storage_bytes)
     srv = Server(loop, st, cfg, "x")
+    auth = b""
+    if os.environ.get("TOKEN") and hasattr(srv, "set_auth"):
+        # one token configured: every request carries it and is checked (issue 13's guard)
+        import hashlib
+        tok = "cdt_bench-token"
+        if os.environ.get("TOKEN") != "header-only":
+            srv.set_auth([("bench", hashlib.sha256(tok.encode()).hexdigest(), ["*"], "write")], True)
+        auth = b"Authorization: Bearer " + tok.encode() + b"\r\n"
     srv.start()
     conns, ts = [], []
     for i in range(nconn):
@@ -43,7 +52,7 @@ def main():
             body = b'{"Atomic":[{"Key":"k%d","Add":1}]}' % k
         else:
             body = b'{"KVSet":[{"Key":"k%d","Value":"%s"}]}' % (k, b"v" * 62)
-        return b"POST /db/a%d HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (a, len(body)) + body
+        return b"POST /db/a%d HTTP/1.1\r\nHost: 127.0.0.1\r\n%sContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (a, auth, len(body)) + body
     reqs = [req() for _ in range(20000)]
     total = nconn * rounds
     async def drive():
@@ -57,7 +66,7 @@ def main():
                     else:
                         h = HANDLE.search(ts[ci].last).group(1)
                         body = b'{"UnlockID":"k%d","Unlock":%s}' % (ci, h)
-                    c.data_received(b"POST /db/a0 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+                    c.data_received(b"POST /db/a0 HTTP/1.1\r\nHost: 127.0.0.1\r\n%sContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (auth, len(body)) + body)
                     continue
                 c.data_received(reqs[j % 20000]); j += 1
             # wait until every conn got its answer

@@ -79,13 +79,17 @@ cdef class Auth:
         cdef Route route
         cdef bytes url = c.url if c.url is not None else b"/"
         cdef Py_ssize_t q = _index(PyBytes_AS_STRING(url), 0, PyBytes_GET_SIZE(url), 63)
-        cdef int m = METHODS.get(c.parser.get_method(), M_OTHER)
+        cdef int m
         cdef Token tok
         cdef bytes hdr, raw
         try:
             route = _find(r, url if q < 0 else url[:q])
         except ApiError:
             route = None             # 404 / 400 for whoever may ask at all
+        else:                        # the router takes it from here, not finding it again
+            c.found = route
+            c.found_acc = r.acc
+            c.found_key = r.key
         if route is not None and route.guard == G_OPEN:
             return 0
         if not self.tokens_on:       # protected mode
@@ -95,11 +99,11 @@ cdef class Auth:
         hdr = c.authz
         if hdr is None:
             return self._fail(c, "missing", E_NO_TOKEN.error())
-        if PyBytes_GET_SIZE(hdr) < 8 or hdr[:7].lower() != b"bearer ":
-            return self._fail(c, "malformed", E_BAD_AUTHORIZATION.error())
-        if hdr is c.authz_seen or hdr == c.authz_seen:
+        if c.authz_seen is not None and hdr == c.authz_seen:
             tok = c.token            # the same header as this connection's last request
         else:
+            if PyBytes_GET_SIZE(hdr) < 8 or hdr[:7].lower() != b"bearer ":
+                return self._fail(c, "malformed", E_BAD_AUTHORIZATION.error())
             raw = hdr[7:].strip()
             tok = self.by_hash.get(_sha256(raw).digest()) if raw else None
             c.authz_seen = hdr
@@ -116,7 +120,10 @@ cdef class Auth:
             return self._fail(c, "forbidden", E_NOT_FOR_ROUTE.error())
         if not tok.covers(r.acc):
             return self._fail(c, "forbidden", E_NOT_YOUR_ACCOUNT.error())
-        if tok.access == ACC_READ and m < N_METHODS and route.writes[m]:
+        if tok.access != ACC_READ:
+            return 0
+        m = METHODS.get(c.parser.get_method(), M_OTHER)
+        if m < N_METHODS and route.writes[m]:
             if route is R_DB:
                 c.read_only = True   # the body decides (db_post)
             else:

@@ -31,6 +31,8 @@ cdef class Conn:
     cdef bytes authz              # the Authorization header, or None
     cdef object denied            # Auth's refusal (an ApiError) to answer instead, or None
     cdef bint read_only           # a read token's POST /db: the body must only read
+    cdef Route found              # the route Auth found for this request (the router
+    cdef bytes found_acc, found_key   # then does not look again), or None
     # -- per connection ------------------------------------------------------------------
     cdef list q                   # Slots waiting to be sent, in order (short: a list
                                   # with typed appends beats a deque's method calls)

@@ -164,6 +164,7 @@ cdef class Conn:
         self.authz = None
         self.denied = None
         self.read_only = False
+        self.found = None
         self._set_deadline(DL_HEADERS)
 
     def on_url(self, bytes url):

@@ -201,7 +201,15 @@ cdef int route_request(Server srv, Conn conn, bytes method, bytes url, bytes bod
         path = url
         r.query = None
     try:
-        r.route = found = _find(r, path)
+        if conn.found is not None:
+            # the token check already found it (Auth.check): the same request
+            found = conn.found
+            r.acc = conn.found_acc
+            r.key = conn.found_key
+            conn.found = None
+        else:
+            found = _find(r, path)
+        r.route = found
         h = found.handlers[m] if m < N_METHODS else NULL
         if h == NULL:
             raise ApiError(405, "method_not_allowed", found.allow_message, None, found.allow)
