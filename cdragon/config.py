@@ -199,18 +199,23 @@ def _check(cfg: Config) -> Config:
     return cfg
 
 
+def read_file(path: str) -> dict:
+    """The config file's TOML (settings, and the [[token]] tables cdragon.tokens reads)."""
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+
+
 def load(path: str | None = None, env: dict | None = None, overrides: dict | None = None) -> Config:
     """Build the Config: defaults < TOML file < CDRAGON_* env < overrides (CLI flags).
     An unknown key in the file or an unknown CDRAGON_* variable is a ConfigError."""
     values: dict = {}
     if path:
-        try:
-            with open(path, "rb") as fh:
-                data = tomllib.load(fh)
-        except OSError as e:
-            raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{path}: not valid TOML: {e}") from None
+        data = read_file(path)
         for key, raw in data.items():
             if key == "token":
                 continue                     # [[token]] tables: cdragon.tokens reads them

@@ -8,10 +8,9 @@ from __future__ import annotations
 import base64
 import os
 import re
-import tomllib
 from dataclasses import dataclass
 
-from cdragon.config import ConfigError
+from cdragon.config import ConfigError, read_file
 
 ACCESS = ("read", "write", "metrics", "admin")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -71,14 +70,7 @@ def load(path: str | None) -> list[TokenSpec]:
     """The tokens of the config file at `path` (none without a file)."""
     if not path:
         return []
-    try:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-    except OSError as e:
-        raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML: {e}") from None
-    return parse(data.get("token", []), path)
+    return parse(read_file(path).get("token", []), path)
 
 
 def new_token() -> str:
