@@ -340,3 +340,19 @@ def test_metrics_need_a_metrics_or_admin_token_and_count_failures(token_server):
     assert after["missing"] == before["missing"] + 1
     assert after["unknown"] == before["unknown"] + 1
     assert after["forbidden"] == before["forbidden"] + 1
+
+
+def test_access_log_names_the_token_never_the_token(server_factory, tmp_path):
+    cfg = tmp_path / "log.toml"
+    cfg.write_text(config_text("access_log = true\nlog_format = \"json\"\n"))
+    srv = server_factory(config=str(cfg))
+    assert call(srv, "PUT", "/db/shop/kv/secret-key", "secret-value", token=token_of("web")).status == 200
+    deadline = time.monotonic() + 10
+    while '"route"' not in srv.log_tail():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    lines = [json.loads(l) for l in srv.log_tail(100000).splitlines() if l.startswith("{") and '"route"' in l]
+    put = [l for l in lines if l.get("method") == "PUT" or "PUT" in json.dumps(l)]
+    assert put and '"web"' in json.dumps(put[-1])
+    text = srv.log_tail(100000)
+    assert token_of("web") not in text and "secret-value" not in text and "secret-key" not in text

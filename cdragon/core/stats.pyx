@@ -102,7 +102,8 @@ cdef int _log_access(Conn conn, int method, int ix, int status, bytes data, doub
     route = ROUTE_TEMPLATES[ix] if ix < len(ROUTE_TEMPLATES) else "other"
     _access.info("%s %s %s %d %d %.6f", client, meth, route, status, body_bytes, d,
                  extra={"fields": {"client": client, "method": meth, "route": route, "status": status,
-                                   "bytes": body_bytes, "duration": round(d, 6), "token": None}})
+                                   "bytes": body_bytes, "duration": round(d, 6),
+                                   "token": conn.token.name if conn.token is not None else None}})
     return 0
 
 
