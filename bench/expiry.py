@@ -18,8 +18,7 @@ import sys
 import threading
 import time
 
-from list import BENCH, request, start_cdragon, wrk_p99   # the same harness as bench/list.py
-from sections import replace_section
+from list import report, request, start_cdragon, wrk_p99   # the same harness as bench/list.py
 
 KEYS = 100_000
 TTL = 6.0          # seconds after the fill: the middle of a 10 s wrk run started at once
@@ -84,13 +83,8 @@ def main() -> int:
         f"({rev - KEYS // 1000} revisions for the deletes) | "
         + (f"{done_at[0] - expires:.2f} s |" if done_at[0] else "not seen |"),
     ]
-    table = "\n".join(rows)
-    print(table)
-    if "--write" in sys.argv:
-        stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-        replace_section(BENCH / "RESULTS.md", "expiry",
-                        f"## Mass expiry ({stamp}, `.venv/bin/python bench/expiry.py --write`)\n\n"
-                        "Server on CPU 0; wrk and the filling and polling client on CPU 1.\n\n" + table + "\n")
+    report(rows, "expiry", "Mass expiry", "bench/expiry.py",
+           "Server on CPU 0; wrk and the filling and polling client on CPU 1.")
     return 0
 
 

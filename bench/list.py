@@ -164,14 +164,19 @@ def main() -> int:
         how = f"one every {interval * 1000:.0f} ms" if interval else "back to back"
         rows.append(f"| writers beside a client listing 10,000 keys, {how} ({lists[0]} lists) "
                     f"| {rps:,.0f} req/s, p99 {p99:.2f} ms: {p99 / alone[1]:.2f}x the p99 alone |")
+    report(rows, "list", "Listing by prefix", "bench/list.py",
+           "Server on CPU 0; the lists, the listing client and wrk on CPU 1.")
+    return 0
+
+
+def report(rows: list[str], section: str, title: str, script: str, where: str) -> None:
+    """Print the table; with --write, also put it into bench/RESULTS.md's `section`."""
     table = "\n".join(rows)
     print(table)
     if "--write" in sys.argv:
         stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-        replace_section(BENCH / "RESULTS.md", "list",
-                        f"## Listing by prefix ({stamp}, `.venv/bin/python bench/list.py --write`)\n\n"
-                        "Server on CPU 0; the lists, the listing client and wrk on CPU 1.\n\n" + table + "\n")
-    return 0
+        replace_section(BENCH / "RESULTS.md", section,
+                        f"## {title} ({stamp}, `.venv/bin/python {script} --write`)\n\n{where}\n\n{table}\n")
 
 
 if __name__ == "__main__":

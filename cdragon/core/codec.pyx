@@ -134,15 +134,20 @@ cdef bytes json_str(bytes utf8):
     return b'"' + utf8 + b'"'
 
 
-cdef bytes key_bytes(object s, str what):
-    """UTF-8 bytes of a key or lock name, checked against API.md's key rules."""
-    cdef bytes b
+cdef bytes utf8_of(object s, str what):
+    """The UTF-8 bytes of a string field (a key, a prefix, After): 400 for anything
+    but a string, or one with a lone surrogate escape."""
     if type(s) is not str:
         raise ApiError(400, "bad_request", what + " must be a string")
     try:
-        b = (<str>s).encode("utf-8")
+        return (<str>s).encode("utf-8")
     except UnicodeEncodeError:
         raise ApiError(400, "bad_request", what + " contains a lone surrogate escape")
+
+
+cdef bytes key_bytes(object s, str what):
+    """UTF-8 bytes of a key or lock name, checked against API.md's key rules."""
+    cdef bytes b = utf8_of(s, what)
     check_key_bytes(b, what)
     return b
 

@@ -255,13 +255,7 @@ cdef int _check_lock_fields(Txn t, object lock_dur, object lock_wait, object unl
 cdef bytes prefix_bytes(object v, str what):
     """A key prefix: a string of at most MAX_KEY_BYTES UTF-8 bytes without NUL ("" is
     every key)."""
-    cdef bytes b
-    if type(v) is not str:
-        raise ApiError(400, "bad_request", what + " must be a string")
-    try:
-        b = (<str>v).encode("utf-8")
-    except UnicodeEncodeError:
-        raise ApiError(400, "bad_request", what + " contains a lone surrogate escape")
+    cdef bytes b = utf8_of(v, what)
     if PyBytes_GET_SIZE(b) > MAX_KEY_BYTES or has_byte(b, 0):
         raise ApiError(400, "bad_key", "%s must be at most %d UTF-8 bytes without NUL" % (what, MAX_KEY_BYTES))
     return b
@@ -275,12 +269,7 @@ cdef RangeOp new_range(bytes acc, bytes prefix, object after, Py_ssize_t limit, 
     op.pj = json_str(prefix)
     op.start = op.prefix
     if after is not None:
-        if type(after) is not str:
-            raise ApiError(400, "bad_request", "After must be a string")
-        try:
-            a = (<str>after).encode("utf-8")
-        except UnicodeEncodeError:
-            raise ApiError(400, "bad_request", "After contains a lone surrogate escape")
+        a = utf8_of(after, "After")
         if PyBytes_GET_SIZE(a) > MAX_AFTER_BYTES:
             raise ApiError(400, "bad_request", "After must be at most %d UTF-8 bytes" % MAX_AFTER_BYTES)
         a = acc + b"\0" + a + b"\0"      # the first key after it (keys hold no NUL)
