@@ -50,6 +50,9 @@ run: setup
 testdeps:
 	@command -v systemd-analyze >/dev/null || (apt-get update && apt-get install -y systemd)
 	@command -v curl >/dev/null || (apt-get update && apt-get install -y curl)
+	@command -v openssl >/dev/null || (apt-get update && apt-get install -y openssl)   # TLS tests make certificates
+	@command -v ip >/dev/null || (apt-get update && apt-get install -y iproute2)      # protected-mode tests use a network namespace
+	@command -v setpriv >/dev/null && command -v unshare >/dev/null || (apt-get update && apt-get install -y util-linux)
 
 test: setup testdeps
 	$(PY) -m pytest -q -p no:cacheprovider tests
