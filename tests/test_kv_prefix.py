@@ -5,6 +5,8 @@ max_prefix_delete, and every bad input answered 400/413 with nothing changed.
 """
 from __future__ import annotations
 
+import re
+import time
 from pathlib import Path
 
 import pytest
@@ -332,6 +334,22 @@ def test_a_client_that_leaves_mid_list_costs_nothing(server, client, acc):
     server.assert_alive()
 
 
+def checkpoints(c) -> int:
+    """Checkpoints finished so far, from /metrics."""
+    text = c.get("/metrics").body.decode()
+    m = re.search(r"^cdragon_checkpoint_duration_seconds_count (\S+)$", text, re.M)
+    return int(float(m.group(1)))
+
+
+def wait_until(check, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.02)
+    return check()
+
+
 def test_big_lists_while_the_map_grows(server_factory):
     """The LMDB map grows while big lists hold snapshots: each list lets go of its
     snapshot first and starts over; every answer is still whole and consistent."""
@@ -344,7 +362,10 @@ def test_big_lists_while_the_map_grows(server_factory):
     with srv.raw(timeout=30) as raw:
         for round_ in range(20):
             raw.send(http_request("GET", f"/db/{acc}/kv?prefix=l/&limit=5000&keys"))
+            before = checkpoints(c)
             c.db_ok(acc, {"KVSet": [{"Key": f"fill/{round_}/{j}", "Value": big} for j in range(60)]})
+            # each round's fill reaches LMDB (so the map must grow) before the list is read
+            assert wait_until(lambda: checkpoints(c) > before, 30), "no checkpoint ran"
             out = ok(raw.read_response(timeout=20))
             assert [e["Key"] for e in out["KV"]] == [f"l/{i:05d}" for i in range(1500)]
     assert (Path(srv.data_dir) / "data.mdb").stat().st_size > 1 << 20       # it did grow
