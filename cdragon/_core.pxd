@@ -27,6 +27,7 @@ cdef class Auth
 cdef class RangeReader
 cdef class Lister
 cdef class Stats
+cdef class ImportPlan
 
 include "core/consts.pxi"
 include "core/limits.pxd"
@@ -42,4 +43,5 @@ include "core/expiry.pxd"
 include "core/auth.pxd"
 include "core/lister.pxd"
 include "core/stats.pxd"
+include "core/importer.pxd"
 include "core/server.pxd"
