@@ -252,3 +252,9 @@ def run(args) -> int:
     if args.cmd == "export":
         return importer.cli_export(args)
     return importer.cli_import(args)
+
+
+async def admin_import(admin, params: dict, body: bytes):
+    """POST /admin/import (cdragon.importer, which needs this module: imported late)."""
+    from cdragon.importer import admin_import as run_import
+    return await run_import(admin, params, body)
