@@ -148,6 +148,9 @@ class Admin:
                 err = await proc.stderr.read()
                 raise ChildFailed(args[0], proc.returncode, err)
             reply.start(content_type)
+            if reply.is_head:                  # the head is all: the child is stopped (finally)
+                reply.end()
+                return
             data = first
             while data:
                 if not reply.alive:

@@ -23,6 +23,11 @@ cdef class AdminReply:
                 and self.conn.q[0] is self.slot)
 
     @property
+    def is_head(self):
+        """A HEAD request: the answer's head alone."""
+        return self.head
+
+    @property
     def streaming(self):
         """start() has sent the head: an error can now only cut the connection."""
         return self.started
