@@ -203,14 +203,20 @@ async def admin_accounts(admin, params: dict):
 
 
 async def admin_export(admin, params: dict, reply) -> None:
-    from cdragon._core import check_account
+    from cdragon._core import checked_account
     check_params(params, ("acc",))
     args = ["_export", "--data-dir", os.path.abspath(admin.cfg.data_dir)]
     if "acc" in params:
-        check_account(params["acc"])
+        checked_account(params["acc"])
         args += ["--acc", params["acc"]]
     await admin.checkpoint()
     await admin.stream_child(reply, NDJSON, *args)
+
+
+async def admin_import(admin, params: dict, body: bytes):
+    """POST /admin/import (cdragon.importer, which needs this module: imported late)."""
+    from cdragon.importer import admin_import as run_import
+    return await run_import(admin, params, body)
 
 
 # ---- command line ---------------------------------------------------------------------------
@@ -252,9 +258,3 @@ def run(args) -> int:
     if args.cmd == "export":
         return importer.cli_export(args)
     return importer.cli_import(args)
-
-
-async def admin_import(admin, params: dict, body: bytes):
-    """POST /admin/import (cdragon.importer, which needs this module: imported late)."""
-    from cdragon.importer import admin_import as run_import
-    return await run_import(admin, params, body)

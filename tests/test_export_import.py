@@ -197,6 +197,8 @@ def test_a_cut_off_or_miscounted_dump_changes_nothing(server_factory, edit, mess
 @pytest.mark.parametrize("bad", [
     b"{not json",
     b'{"Acc": "a/b", "KV": "k", "Value": 1, "Version": 1}',                   # bad account
+    b'{"Acc": "\\ud800", "KV": "k", "Value": 1, "Version": 1}',
+    b'{"KV": "k", "Value": 1, "Version": 1}',
     b'{"Acc": "a", "KV": "", "Value": 1, "Version": 1}',                      # bad key
     b'{"Acc": "a", "KV": "k", "Value": 1, "Version": 0}',                     # version range
     b'{"Acc": "a", "KV": "k", "Version": 1}',                                 # no Value
@@ -241,6 +243,20 @@ def test_bad_params_are_400_and_change_nothing(server):
     assert_error(c.get("/admin/export?acc=" + "x" * 65), 400, "bad_account")
     assert_error(c.get("/admin/export?account=a"), 400, "bad_request")
     assert_error(c.get("/admin/accounts?all=1"), 400, "bad_request")
+    c.close()
+
+
+def test_an_account_frozen_for_a_move_takes_no_import(server_factory):
+    dst, acc = _dest_with_data(server_factory)
+    c = dst.client()
+    assert c.post(f"/admin/freeze?acc={acc}").status == 200
+    before = export(dst)
+    r = load(dst, dump_bytes(_a_dump(acc)))
+    assert_error(r, 503, "moving")
+    assert records(export(dst)) == records(before)
+    assert c.delete(f"/admin/freeze?acc={acc}").status == 200
+    assert load(dst, dump_bytes(_a_dump(acc))).status == 200
+    assert c.kv(acc, "new")["Version"] == 2
     c.close()
 
 

@@ -21,14 +21,6 @@ EXPORT_FORMAT = "cdragon-export"
 EXPORT_FORMAT_VERSION = 1
 
 
-def check_account(object acc):
-    """An account given outside a path (?acc=, a dump's "Acc"): 400 bad_account unless
-    it follows the rules of an account in a path."""
-    if type(acc) is not str or not (<str>acc).isascii() or not account_ok((<str>acc).encode()):
-        raise ApiError(400, "bad_account", "an account is 1..64 of A-Z a-z 0-9 . _ -")
-    return (<str>acc).encode()
-
-
 cdef class ImportPlan:
     pass
 
@@ -87,9 +79,9 @@ cdef int _record(ImportPlan p, dict d, Server srv, double now) except -1:
     for f in d:
         if f not in <tuple>_FIELDS[kind]:
             raise unknown_field(kind + " record: ", f)
-    if "Acc" not in d:
-        raise ApiError(400, "bad_request", "Acc missing")
-    acc = check_account(d["Acc"])
+    if type(d.get("Acc")) is not str:
+        raise ApiError(400, "bad_request", "Acc (the account) must be a string")
+    acc = checked_account(d["Acc"] if (<str>d["Acc"]).isascii() else "")
     head = acc + b"\0"
     if kind == "Rev":
         p.revs[acc] = max(<int64_t>p.revs.get(acc, 0), as_int64(d["Rev"], "Rev", 0, INT64_MAX))
@@ -263,7 +255,8 @@ cdef list _clear_account(Server srv, ImportPlan p, bytes acc, int64_t rev, doubl
 def apply_import(Server srv, ImportPlan p, bint replace, object on_durable):
     """Stage the plan into the open batch (with mode=replace, the accounts it names
     cleared first), and call on_durable() once that batch is durable. Returns
-    ({account: its revision now}, the batch's number). 507 storage_full when full."""
+    ({account: its revision now}, the batch's number). 507 storage_full when full,
+    503 moving when the dump names an account frozen for a move."""
     cdef Store st = srv.store
     cdef LockTable table = srv.locks
     cdef Batch b
@@ -272,6 +265,9 @@ def apply_import(Server srv, ImportPlan p, bint replace, object on_durable):
     cdef list freed = []
     cdef int64_t rev
     cdef double nm = mono_now(), nw = wall_now()
+    for acc in p.revs:
+        if acc in srv.frozen:             # moving away: its writes are refused
+            raise E_MOVING.error()
     if not st.has_room():
         raise E_STORAGE_FULL.error()
     b = st.open_batch
