@@ -41,12 +41,14 @@ async def admin_import(admin, params: dict, body: bytes):
             durable.set_result(None)
 
     revs, seq = apply_import(srv, plan, mode == "replace", on_durable)
+    count = plan.records
+    del plan                  # the staged batch holds what it needs: free the rest now
     while not durable.done():
         await asyncio.wait([durable], timeout=0.5)
         # a failed commit drops its batch's callbacks: it shows as durable_seq passing it
         if not durable.done() and srv.store.durable_seq >= seq:
             raise ApiError(500, "internal", f"the import could not be logged: {srv.storage_error}")
-    return 200, {"Accounts": len(revs), "Records": plan.records, "Rev": revs}
+    return 200, {"Accounts": len(revs), "Records": count, "Rev": revs}
 
 
 # ---- the command line's client side ----------------------------------------------------
