@@ -223,12 +223,14 @@ def test_a_bad_line_is_named_and_nothing_changes(server_factory, bad):
 
 
 def test_values_obey_the_write_limits(server_factory):
-    dst = server_factory(env={"CDRAGON_MAX_VALUE_BYTES": 100})
+    dst = server_factory(env={"CDRAGON_MAX_VALUE_BYTES": 100, "CDRAGON_MAX_IMPORT_BYTES": 2000})
     acc = unique_account("lim")
     dump = _a_dump(acc)
     dump[4]["Value"] = "x" * 200
     body = assert_error(load(dst, dump_bytes(dump)), 400, "bad_request")
     assert body["Message"].startswith("line 5: Value is"), body
+    dump[4]["Value"] = "x" * 2000                    # the body over max_import_bytes
+    assert_error(load(dst, dump_bytes(dump)), 413, "too_large")
     assert records(export(dst)) == []
 
 
