@@ -1,6 +1,7 @@
 """Export and import of 1,000,000 keys (64 B values) against real servers.
 
-1. A fresh server (data on the real disk, bench/out) gets N keys (default 1,000,000)
+1. A fresh server (pinned to CPU 0, data on the real disk, bench/out; bench/list.py
+   starts it and fills it) gets N keys (default 1,000,000)
    in requests of 1,000.
 2. `GET /admin/export` is read to a file on one connection, timed by the client; the
    server's RSS (VmRSS) is sampled every 50 ms meanwhile: flat means the dump is
@@ -9,7 +10,7 @@
 3. The dump is POSTed to `/admin/import` of a second fresh server, timed until the
    answer (which comes once the batch is durable), and a few keys are read back.
 
-    .venv/bin/python bench/export.py [--keys N] [--write]     (a few minutes for 1M)
+    .venv/bin/python bench/export.py [--keys N] [--write]     (about 20 s for 1M)
 Prints a Markdown table; with --write, also puts it into bench/RESULTS.md (section
 "export").
 """
@@ -18,52 +19,16 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
 import shutil
-import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-REPO = BENCH.parent
 sys.path.insert(0, str(BENCH))
-from ports import free_port  # noqa: E402
+from list import fill, start_cdragon  # noqa: E402  (a fresh server; N keys of 64 B)
 from sections import replace_section  # noqa: E402
-
-PY = str(REPO / ".venv" / "bin" / "python")
-VALUE = "v" * 62                    # 64 bytes of JSON
-
-
-def start_server(tag: str):
-    (BENCH / "out").mkdir(exist_ok=True)
-    data = tempfile.mkdtemp(dir=BENCH / "out", prefix=tag)
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CDRAGON_")}
-    env["CDRAGON_MAX_IMPORT_BYTES"] = str(1 << 30)
-    srv = subprocess.Popen([PY, "-m", "cdragon", "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data],
-                           cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(400):
-        try:
-            socket.create_connection(("127.0.0.1", port)).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    return srv, port, data
-
-
-def fill(port: int, n: int) -> None:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-    for i in range(0, n, 1000):
-        body = json.dumps({"KVSet": [{"Key": f"k{j:07d}", "Value": VALUE} for j in range(i, min(n, i + 1000))]})
-        conn.request("POST", "/db/big", body=body)
-        r = conn.getresponse()
-        r.read()
-        assert r.status == 200, r.status
-    conn.close()
 
 
 def rss_mb(pid: int, field: str = "VmRSS") -> float:
@@ -130,7 +95,7 @@ def timed_import(port: int, pid: int, path: Path, n: int) -> dict:
     out = r.read()
     secs = time.perf_counter() - t0
     assert r.status == 200, out[:300]
-    conn.request("POST", "/db/big", body=json.dumps({"KVGet": ["k0000000", f"k{n - 1:07d}"]}))
+    conn.request("POST", "/db/big", body=json.dumps({"KVGet": ["k00000", f"k{n - 1:05d}"]}))
     check = json.loads(conn.getresponse().read())
     conn.close()
     return {"secs": secs, "answer": json.loads(out), "check": check, "rss_before": before,
@@ -145,15 +110,15 @@ def main() -> int:
     n = args.keys
     procs, dirs = [], []
     try:
-        src, sport, sdata = start_server("export-src-")
+        src, sport, sdata = start_cdragon("export-src-")
         procs.append(src)
         dirs.append(sdata)
         t0 = time.perf_counter()
-        fill(sport, n)
+        fill(sport, "big", n)
         fill_secs = time.perf_counter() - t0
         dump = Path(sdata) / "dump.ndjson"
         e = timed_export(sport, src.pid, dump)
-        dst, dport, ddata = start_server("export-dst-")
+        dst, dport, ddata = start_cdragon("export-dst-")
         procs.append(dst)
         dirs.append(ddata)
         i = timed_import(dport, dst.pid, dump, n)
