@@ -232,6 +232,12 @@ def test_values_obey_the_write_limits(server_factory):
     dump[4]["Value"] = "x" * 2000                    # the body over max_import_bytes
     assert_error(load(dst, dump_bytes(dump)), 413, "too_large")
     assert records(export(dst)) == []
+    # a dump that may not fit under max_storage_bytes is 507 and changes nothing
+    small = server_factory(env={"CDRAGON_MAX_STORAGE_BYTES": 4 << 20, "CDRAGON_INITIAL_MAP_BYTES": 1 << 20})
+    big = [_a_dump(acc)[0]] + [{"Acc": acc, "KV": f"k{i}", "Value": "x" * 1000, "Version": 1}
+                               for i in range(5000)]
+    assert_error(load(small, dump_bytes(big + [{"End": True, "Records": 5000}])), 507, "storage_full")
+    assert records(export(small)) == []
 
 
 def test_bad_params_are_400_and_change_nothing(server):
@@ -241,6 +247,8 @@ def test_bad_params_are_400_and_change_nothing(server):
     for path in ("/admin/import?mode=x", "/admin/import?mode=merge&zap=1", "/admin/import?mode=merge&mode=replace"):
         assert_error(c.post(path, body=body), 400, "bad_request")
     assert c.kv(acc, "new") == {"Key": "new", "Version": 0}
+    empty = dump_bytes([_a_dump(acc)[0], {"End": True, "Records": 0}])
+    assert c.post("/admin/import", body=empty).json == {"Accounts": 0, "Records": 0, "Rev": {}}
     assert_error(c.get("/admin/export?acc=no%2Fslash"), 400, "bad_account")
     assert_error(c.get("/admin/export?acc=" + "x" * 65), 400, "bad_account")
     assert_error(c.get("/admin/export?account=a"), 400, "bad_request")

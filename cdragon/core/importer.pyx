@@ -252,10 +252,22 @@ cdef list _clear_account(Server srv, ImportPlan p, bytes acc, int64_t rev, doubl
     return freed
 
 
+cdef int64_t _plan_bytes(ImportPlan p):
+    """What the plan's records may add to LMDB (as Batch.count estimates a write)."""
+    cdef int64_t n = 0
+    for rec in p.kv:
+        n += record_bytes(PyBytes_GET_SIZE(<bytes>rec[1]), PyBytes_GET_SIZE(<bytes>rec[2]))
+    for recs in (p.ctr, p.sq, p.lk, p.idem):
+        for rec in <list>recs:
+            n += record_bytes(PyBytes_GET_SIZE(<bytes>rec[0]), 24)
+    return n
+
+
 def apply_import(Server srv, ImportPlan p, bint replace, object on_durable):
     """Stage the plan into the open batch (with mode=replace, the accounts it names
     cleared first), and call on_durable() once that batch is durable. Returns
-    ({account: its revision now}, the batch's number). 507 storage_full when full,
+    ({account: its revision now}, the batch's number). 507 storage_full when the
+    records may not fit under max_storage_bytes,
     503 moving when the dump names an account frozen for a move."""
     cdef Store st = srv.store
     cdef LockTable table = srv.locks
@@ -268,7 +280,7 @@ def apply_import(Server srv, ImportPlan p, bint replace, object on_durable):
     for acc in p.revs:
         if acc in srv.frozen:             # moving away: its writes are refused
             raise E_MOVING.error()
-    if not st.has_room():
+    if st.used_bytes + st.pending_bytes() + _plan_bytes(p) + STORAGE_HEADROOM > st.max_bytes:
         raise E_STORAGE_FULL.error()
     b = st.open_batch
     # every account of the dump moves to a new revision, at least the imported one
