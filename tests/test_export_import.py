@@ -6,6 +6,7 @@ nothing; the import is durable; the CLI commands work against a live server.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -362,3 +363,19 @@ def test_cli_export_and_import(server_factory, tmp_path):
     assert "400 bad_request" in res.stderr.decode() and "End line" in res.stderr.decode()
     res = _cli("export", "--url", "http://127.0.0.1:1")
     assert res.returncode == 1 and "cannot reach" in res.stderr.decode()
+
+
+def test_cli_sends_the_admin_token(server_factory, tmp_path):
+    token = "cdt_export-import-test-token"
+    cfg = tmp_path / "auth.toml"
+    cfg.write_text('[[token]]\nname = "ops"\nsha256 = "%s"\naccess = "admin"\naccounts = ["*"]\n'
+                   % hashlib.sha256(token.encode()).hexdigest())
+    srv = server_factory(config=str(cfg))
+    url = f"http://127.0.0.1:{srv.port}"
+    refused = _cli("export", "--url", url)
+    assert refused.returncode == 1 and "401 unauthorized" in refused.stderr.decode()
+    out = _cli("export", "--url", url, env={"CDRAGON_TOKEN": token})
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.splitlines()[-1]) == {"End": True, "Records": 0}
+    res = _cli("import", "-", "--url", url, "--token", token, stdin=out.stdout)
+    assert res.returncode == 0 and json.loads(res.stdout)["Records"] == 0, res.stderr
