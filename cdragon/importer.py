@@ -141,9 +141,13 @@ def _export(args) -> int:
             if not chunk:
                 break
             out.write(chunk)
+        out.flush()
+    except BrokenPipeError:
+        # the reader stopped (`cdragon export | head`): not our failure to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except (OSError, http.client.HTTPException) as e:
         raise _Failed(f"export cut off: {e!r}") from None
-    out.flush()
     conn.close()
     return 0
 
