@@ -379,3 +379,19 @@ def test_cli_sends_the_admin_token(server_factory, tmp_path):
     assert json.loads(out.stdout.splitlines()[-1]) == {"End": True, "Records": 0}
     res = _cli("import", "-", "--url", url, "--token", token, stdin=out.stdout)
     assert res.returncode == 0 and json.loads(res.stdout)["Records"] == 0, res.stderr
+
+
+def test_an_imported_expiring_key_expires(server):
+    acc = unique_account("exp")
+    soon = time.time() + 1.0
+    dump = [_a_dump(acc)[0], {"Acc": acc, "KV": "k", "Value": 1, "Version": 3, "Expires": soon},
+            {"End": True, "Records": 1}]
+    c = server.client(timeout=30)
+    assert load(server, dump_bytes(dump)).status == 200
+    got = c.kv(acc, "k")
+    assert abs(got.pop("Expires") - soon) < 0.002 and got == {"Key": "k", "Value": 1, "Version": 3}
+    # the expiry deletes it like any expiring key: at a new revision, watchers told
+    r = c.get(f"/db/{acc}/kv/k?watch=3&timeout=20")
+    assert r.json == {"Key": "k", "Version": 0}
+    assert c.get(f"/db/{acc}/kv").json["Rev"] == 4
+    c.close()
