@@ -29,6 +29,7 @@ cdef class RangeReader
 cdef class Lister
 cdef class Stats
 cdef class ImportPlan
+cdef class RateOp
 
 include "core/consts.pxi"
 include "core/limits.pxd"
@@ -40,6 +41,7 @@ include "core/routes.pxd"
 include "core/txn.pxd"
 include "core/locks.pxd"
 include "core/watch.pxd"
+include "core/ratelimit.pxd"
 include "core/expiry.pxd"
 include "core/auth.pxd"
 include "core/lister.pxd"

@@ -47,7 +47,8 @@ def open_snapshot(data_dir: str):
     else:
         raise RuntimeError("the LMDB map keeps growing under the reader")
     dbs = {}
-    for name in (b"kv", b"counter", b"seq", b"lock", b"idem", b"meta"):
+    for name in (b"kv", b"counter", b"seq", b"lock", b"idem", b"meta",
+                 b"ratelimit"):
         try:
             dbs[name] = env.open_db(name, txn=txn, create=False)
         except lmdb.NotFoundError:
@@ -122,6 +123,19 @@ def export_lines(txn, dbs, acc: bytes | None, now: float):
             continue
         a, key = _split(k)
         yield b'{"Acc":%s,"Idem":%s,"Expires":%s}' % (_js(a), _js(key), repr(exp).encode())
+    yield from ratelimit_lines(txn, dbs, head, now)
+
+
+def ratelimit_lines(txn, dbs, head: bytes, now: float):
+    """The dump's limiter states (core/ratelimit.pyx: ratelimit acc\0key -> TAT, int64
+    epoch nanoseconds): {"Acc", "RateLimit": key, "TAT": ns}; a state that has fully
+    recovered (TAT <= now) is the same as none and is left out."""
+    now_ns = int(now * 1e9)
+    for k, v in _records(txn, dbs[b"ratelimit"], head):
+        tat = _I64.unpack(v)[0]
+        if tat > now_ns:
+            a, key = _split(k)
+            yield b'{"Acc":%s,"RateLimit":%s,"TAT":%d}' % (_js(a), _js(key), tat)
 
 
 def write_export(data_dir: str, acc: str | None, out) -> int:

@@ -153,4 +153,8 @@ cdef bint read_only_txn(Txn t):
     for op in t.atomic:
         if op.is_set or op.n != 0:
             return False
+    if t.rl:
+        for rop in t.rl:
+            if (<RateOp>rop).cost != 0:      # a take writes its TAT; Cost 0 peeks
+                return False
     return True

@@ -6,8 +6,10 @@ cdef class ImportPlan:
     cdef list ctr, sq          # (record key, value)
     cdef list lk               # (record key, handle, till, owner or None)
     cdef list idem             # (record key, expires)
+    cdef list rl               # (record key, TAT in epoch ns): rate-limit states
     cdef dict revs             # account -> the revision it must reach at least
     cdef set kv_keys, ctr_keys, sq_keys, lk_keys, idem_keys
+    cdef set rl_keys
     cdef readonly Py_ssize_t records
     cdef int64_t top_handle    # the highest handle named, expired locks included
     cdef bytes top_handle_key  # a lock key to carry the handle high-water mark

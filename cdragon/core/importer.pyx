@@ -7,7 +7,7 @@
 # durable before it is answered, replayed after a crash, and seen by watchers.
 # Both run on the loop and block it for the time of a big dump (documented in API.md).
 
-cdef tuple _KINDS = ("KV", "Counter", "Seq", "Lock", "Rev", "Idem")
+cdef tuple _KINDS = ("KV", "Counter", "Seq", "Lock", "Rev", "Idem", "RateLimit")
 cdef dict _FIELDS = {
     "KV": ("Acc", "KV", "Value", "Version", "Expires"),
     "Counter": ("Acc", "Counter", "Value"),
@@ -15,6 +15,7 @@ cdef dict _FIELDS = {
     "Lock": ("Acc", "Lock", "Handle", "Till", "Owner"),
     "Rev": ("Acc", "Rev"),
     "Idem": ("Acc", "Idem", "Expires"),
+    "RateLimit": ("Acc", "RateLimit", "TAT"),
 }
 cdef tuple _HEADER_FIELDS = ("Format", "FormatVersion", "Server", "Time")
 EXPORT_FORMAT = "cdragon-export"
@@ -128,6 +129,8 @@ cdef int _record(ImportPlan p, dict d, Server srv, double now) except -1:
             p.lk.append((k, n, t, owner))
         else:
             p.lk_keys.discard(k)
+    elif kind == "RateLimit":
+        _rl_record(p, d, head)
     else:
         k = head + key_bytes(d["Idem"], "Idem")
         _seen(p.idem_keys, k, kind)
@@ -138,6 +141,24 @@ cdef int _record(ImportPlan p, dict d, Server srv, double now) except -1:
             p.idem.append((k, t))
         else:
             p.idem_keys.discard(k)
+    return 0
+
+
+cdef int _rl_record(ImportPlan p, dict d, bytes head) except -1:
+    """A limiter state: {"Acc", "RateLimit": key, "TAT": epoch nanoseconds}; one that has
+    fully recovered (TAT <= now) is the same as none and is left out."""
+    cdef bytes k = head + key_bytes(d["RateLimit"], "RateLimit")
+    cdef int64_t now = now_ns(), tat
+    _seen(p.rl_keys, k, "RateLimit")
+    if "TAT" not in d:
+        raise ApiError(400, "bad_request", "a RateLimit record needs TAT (epoch nanoseconds)")
+    tat = as_int64(d["TAT"], "TAT", 0, INT64_MAX)
+    if tat > now + RL_MAX_SPAN_NS:
+        raise ApiError(400, "bad_request", "TAT too far in the future")
+    if tat > now:
+        p.rl.append((k, tat))
+    else:
+        p.rl_keys.discard(k)
     return 0
 
 
@@ -167,6 +188,8 @@ def parse_import(Server srv, bytes body):
     p.sq_keys = set()
     p.lk_keys = set()
     p.idem_keys = set()
+    p.rl = []
+    p.rl_keys = set()
     p.records = 0
     p.top_handle = 0
     p.top_handle_key = None
@@ -245,6 +268,9 @@ cdef list _clear_account(Server srv, ImportPlan p, bytes acc, int64_t rev, doubl
     for k in _names_under(st, st.o_idem, st.db_idem, head):
         if k not in p.idem_keys and st.idem_live(k, now):
             st.idem_write(k, 0.0)         # expired: the checkpoint's sweep drops it
+    for k in _names_under(st, st.o_rl, st.db_rl, head):
+        if k not in p.rl_keys and st.rl_read(k) != 0:
+            st.rl_write(k, 0)             # no state (deleted by the batch)
     for k, L in list(table.locks.items()):
         if (<bytes>k).startswith(head) and k not in p.lk_keys and table._held(L, nm):
             table._free(L)
@@ -257,7 +283,7 @@ cdef int64_t _plan_bytes(ImportPlan p):
     cdef int64_t n = 0
     for rec in p.kv:
         n += record_bytes(PyBytes_GET_SIZE(<bytes>rec[1]), PyBytes_GET_SIZE(<bytes>rec[2]))
-    for recs in (p.ctr, p.sq, p.lk, p.idem):
+    for recs in (p.ctr, p.sq, p.lk, p.idem, p.rl):
         for rec in <list>recs:
             n += record_bytes(PyBytes_GET_SIZE(<bytes>rec[0]), 24)
     return n
@@ -301,6 +327,9 @@ def apply_import(Server srv, ImportPlan p, bint replace, object on_durable):
         st.seq_write(k, v if replace else max(<int64_t>v, st.seq_read(k)))
     for k, t in p.idem:
         st.idem_write(k, t)
+    for k, tat in p.rl:
+        # merge keeps the later TAT: an import never hands out a fresh burst
+        st.rl_write(k, tat if replace else max(<int64_t>tat, st.rl_read(k)))
     for k, h, till, owner in p.lk:
         L = table._get(k)
         L.handle = h
@@ -332,7 +361,7 @@ def purge_account(Server srv, bytes acc, object on_durable):
     cdef int64_t rev
     if acc not in srv.frozen:
         raise ApiError(409, "not_frozen", "only an account frozen for a move (POST /admin/freeze) can be purged")
-    p.kv_keys = p.ctr_keys = p.sq_keys = p.lk_keys = p.idem_keys = set()
+    p.kv_keys = p.ctr_keys = p.sq_keys = p.lk_keys = p.idem_keys = p.rl_keys = set()
     rev = srv.store.bump_revision(acc)
     for L in _clear_account(srv, p, acc, rev, mono_now()):
         srv.locks._forget_if_idle(L)

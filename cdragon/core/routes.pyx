@@ -110,6 +110,8 @@ cdef Route R_SEQUENCE = route("/db/{acc}/sequence/{key}", sequence_get, sequence
     post="count")
 cdef Route R_LOCK = route("/db/{acc}/lock/{key}",       lock_get,     lock_take,     NULL,        lock_release).accept(
     post="dur wait owner id", delete="handle owner id force")
+cdef Route R_RATELIMIT = route("/db/{acc}/ratelimit/{key}", ratelimit_peek, ratelimit_take, NULL, NULL).accept(
+    get="rate per burst", post="rate per burst cost")
 
 # the admin routes are answered later, by Python code (admin.pyx, cdragon/admin.py)
 cdef Route R_ADMIN_ACCOUNTS = route("/admin/accounts",  admin_call,   NULL,          NULL,        NULL)
@@ -132,7 +134,8 @@ cdef dict EXACT = {b"/health": R_HEALTH, b"/ready": R_READY,      # whole paths
                    b"/admin/purge": R_ADMIN_PURGE}
 cdef list ACCOUNT_ROOTS = [(b"db", R_DB), (b"watch", R_WATCH)]     # /{root}/{acc}
 cdef dict RESOURCES = {b"kv": R_KV, b"counter": R_COUNTER,        # /db/{acc}/{kind}/{key}
-                       b"sequence": R_SEQUENCE, b"lock": R_LOCK}
+                       b"sequence": R_SEQUENCE, b"lock": R_LOCK,
+                       b"ratelimit": R_RATELIMIT}
 cdef dict COLLECTIONS = {b"kv": R_KV_LIST}                         # /db/{acc}/{kind}
 
 

@@ -49,6 +49,7 @@ cdef class Batch:
         self.revs = {}
         self.lk = {}
         self.kx = {}
+        self.rl = {}
         self.conns = []
         self.after = []
         self.est_data = 0
@@ -57,7 +58,7 @@ cdef class Batch:
 
     cdef bint empty(self) noexcept:
         return not (self.kv or self.ctr or self.sq or self.idem or self.revs or self.lk or self.kx
-                    or self.after)
+                    or self.after or self.rl)
 
     cdef int mark(self, dict dirty, bytes k, Py_ssize_t size) except -1:
         if k not in dirty:
@@ -117,6 +118,8 @@ cdef class Store:
         self.db_idem = dbs[b"idem"]
         self.db_meta = dbs[b"meta"]
         self.db_kvexp = dbs[b"kvexp"]
+        self.db_rl = dbs[b"ratelimit"]
+        self.o_rl = {}
         self.rtxn = storage.begin_read()
         self.o_kv = {}
         self.o_ctr = {}
@@ -370,6 +373,14 @@ cdef class Store:
         self._entry(self.o_idem, self.open_batch.idem, k, 24).f = expiry
         return 0
 
+    cdef int64_t rl_read(self, bytes k) except? -1:
+        """A rate-limit key's TAT (epoch ns; 0: no state)."""
+        return self._num_read(self.o_rl, self.db_rl, k)
+
+    cdef int rl_write(self, bytes k, int64_t tat) except -1:
+        self._entry(self.o_rl, self.open_batch.rl, k, 8).num = tat
+        return 0
+
     cdef int64_t bump_revision(self, bytes acc) except -1:
         cdef int64_t r = self.revision(acc) + 1
         self.revs[acc] = r
@@ -446,6 +457,9 @@ cdef class Store:
                 xputs.append((pack_f64be(e.f) + k, b""))
             ops.append((b"idem", puts, []))
             ops.append((b"idemexp", sorted(xputs), []))
+        if b.rl:            # a TAT of 0 (an import's replace) is no state: deleted
+            ops.append((b"ratelimit", [(k, pack_i64((<Entry>e).num)) for k, e in b.rl.items() if (<Entry>e).num],
+                        [k for k, e in b.rl.items() if not (<Entry>e).num]))
         if b.revs:
             ops.append((b"meta", [(b"rev\0" + <bytes>a, pack_i64(r)) for a, r in b.revs.items()], []))
         return ops
@@ -500,6 +514,8 @@ cdef class Store:
             e.prev = None
         for e in b.idem.values():
             e.prev = None
+        for e in b.rl.values():
+            e.prev = None
         if b.revs:
             self.durable_revs.update(b.revs)
         if not self.unapplied:
@@ -544,6 +560,7 @@ cdef class Store:
             self._purge(b.ctr, self.o_ctr, seq)
             self._purge(b.sq, self.o_seq, seq)
             self._purge(b.idem, self.o_idem, seq)
+            self._purge(b.rl, self.o_rl, seq)
             budget -= b.nkeys + 1
 
     cdef void set_used(self, int64_t used) noexcept:
@@ -561,6 +578,7 @@ cdef class Store:
         self.o_ctr.clear()
         self.o_seq.clear()
         self.o_idem.clear()
+        self.o_rl.clear()
         self.kv_by_acc.clear()
         self.revs.clear()
         self.durable_revs.clear()

@@ -39,5 +39,6 @@ cdef class Txn:
     cdef dict seq_last    # while running: sequence key -> last value it hands out
     cdef bint kv_writes   # while running: some KVSet or KVDelete entry writes
     cdef int64_t rev      # the account revision the answer shows (0: none)
+    cdef list rl          # RateOps (ratelimit.pyx), or None
 
     cdef int adds_data(self) except -1

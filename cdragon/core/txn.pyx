@@ -28,7 +28,7 @@ cdef class Txn:
         """Whether running this may need more storage. Reads (Add: 0, KVGet) need none,
         and deletes and counter resets free space, so a full store still takes them."""
         cdef Op op
-        if self.seqs or self.idem:
+        if self.seqs or self.idem or self.rl:
             return 1
         # (a KVDelete frees space)
         for op in self.kvset:
@@ -344,6 +344,8 @@ cdef Txn parse_txn(bytes acc, object body, Server srv):
             _parse_kvlist(t, v)
         elif name == "KVDelete":
             _parse_kvdelete(t, v)
+        elif name == "RateLimit":
+            parse_ratelimit(t, v)
         elif name == "LockID":
             t.lock_id = key_bytes(v, "LockID")
         elif name == "UnlockID":
@@ -358,6 +360,8 @@ cdef Txn parse_txn(bytes acc, object body, Server srv):
             raise unknown_field("", name)
     t.nops = (len(t.kvset) + len(t.kvget) + len(t.atomic) + len(t.seqs) + len(t.idem_s)
               + len(t.kvlist) + len(t.kvdel))
+    if t.rl is not None:
+        t.nops += len(t.rl)
     if t.nops > srv.lim.max_ops:
         raise ApiError(413, "too_large", "%d operations, limit %d" % (t.nops, srv.lim.max_ops))
     _check_lock_fields(t, lock_dur, lock_wait, unlock, srv)
@@ -577,6 +581,8 @@ cdef int _apply(Txn t, Store st, Server srv) except -1:
         for k in t.idem:
             st.idem_write(k, expiry)
         wrote = True
+    if t.rl and apply_limits(t, st):
+        wrote = True
     if t.kv_writes:
         t.rev = rev
     elif t.kvlist or t.kvdel:
@@ -597,6 +603,8 @@ cdef int run_txn(Txn t, Store st, Server srv) except -1:
         _collect_deletes(t, st, srv)
     if t.adds_data() and not st.has_room():
         raise E_STORAGE_FULL.error()
+    if t.rl:
+        check_limits(t, st)       # last, right before apply (API.md's order)
     for op in t.kvget:            # reads see the state before this request's writes
         op.res = st.kv_read(op.k)
         op.val = st.r_val
@@ -751,6 +759,9 @@ cdef bytes txn_body(Txn t, bint has_lock=False, int64_t handle=0, double till=0)
     for ops in (t.kvlist, t.kvdel):      # and "Rev", within the 160
         for rop in <list>ops:
             size += 64 + PyBytes_GET_SIZE(rop.pj) + (0 if rop.body is None else PyBytes_GET_SIZE(rop.body))
+    rlb = rl_body(t.rl) if t.rl else None
+    if rlb is not None:
+        size += PyBytes_GET_SIZE(rlb) + 1
     start = w = _scratch_for(size)
     w[0] = b'{'
     w += 1
@@ -778,6 +789,10 @@ cdef bytes txn_body(Txn t, bint has_lock=False, int64_t handle=0, double till=0)
         w = _put_ops(w, '"Atomic":[', 10, t.atomic, 2)
     if t.seqs:
         w = _put_ops(w, '"Seq":[', 7, t.seqs, 3)
+    if rlb is not None:
+        w = _put(w, rlb)
+        w[0] = b','
+        w += 1
     if w - start == 1:
         w += 1                                 # nothing: "{}"
     (w - 1)[0] = b'}'             # over the last comma (or after the "{")

@@ -1,0 +1,249 @@
+# RateLimit: global rate limits by key with GCRA (the generic cell rate algorithm, as
+# redis-cell does it). Owns the parsing of limiter entries (POST /db "RateLimit" and the
+# query parameters of /db/{acc}/ratelimit/{key}), the GCRA arithmetic, the check that
+# refuses a request (429 rate_limited) and the answers. The only state is one number per
+# key, the theoretical arrival time (TAT, epoch nanoseconds), kept by the Store like a
+# counter (LMDB database "ratelimit"), so it is durable and survives restarts.
+#
+# All arithmetic is on int64 nanoseconds: the emission interval T = Per / Rate is whole
+# nanoseconds (rounded down, at least 1) and the burst tolerance is exactly T * Burst,
+# so a full burst is always exactly Burst takes and nothing drifts with floats. A TAT at
+# or before now is the same as no state (a fresh key), whether stored or not.
+
+from decimal import Decimal, InvalidOperation
+
+cdef object _Decimal = Decimal
+
+cdef enum:
+    RL_MAX = 1000000000                 # Rate, Burst and Cost: 1..10^9 (API.md)
+
+cdef int64_t NS = 1000000000
+cdef int64_t RL_MAX_PER_NS = 365 * 86400 * NS
+# how far a TAT may run ahead of now (Burst x Per / Rate): TATs stay far inside int64
+cdef int64_t RL_MAX_SPAN_NS = (<int64_t>1) << 62
+cdef str RL_SPAN_MSG = "Burst x Per / Rate (the time a full burst takes to come back) must be at most 146 years"
+
+
+@cython.freelist(64)
+@cython.no_gc      # bytes and numbers only
+cdef class RateOp:
+    pass
+
+
+cdef inline int64_t now_ns() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return <int64_t>ts.tv_sec * NS + ts.tv_nsec
+
+
+cdef int64_t _per_ns(object v, str what) except? -1:
+    """Per (seconds, > 0, fraction allowed, up to 365 days) as whole nanoseconds; v is a
+    JSON number or a query parameter's text (a plain decimal)."""
+    cdef object ns = None
+    if type(v) is int:
+        ns = <object>v * NS
+    elif type(v) is float or type(v) is str:
+        if type(v) is str and not _plain_decimal(<str>v):
+            raise ApiError(400, "bad_request", what + " must be a plain decimal number of seconds")
+        try:
+            ns = int((_Decimal(repr(v) if type(v) is float else v) * NS).to_integral_value())
+        except (InvalidOperation, ValueError, OverflowError):      # nan, inf
+            ns = None
+    if ns is None:
+        raise ApiError(400, "bad_request", what + " must be a number of seconds")
+    if ns < 1 or ns > RL_MAX_PER_NS:
+        raise ApiError(400, "bad_request", what + " out of range (>0..31536000 seconds)")
+    return ns
+
+
+cdef bint _plain_decimal(str s):
+    """digits, optionally a point and more digits ("60", "0.5")."""
+    cdef Py_ssize_t dot = s.find(".")
+    if not s.isascii():
+        return False
+    if dot < 0:
+        return s.isdigit()
+    return dot > 0 and s[:dot].isdigit() and s[dot + 1:].isdigit()
+
+
+cdef RateOp new_rate_op(bytes acc, bytes key, int64_t rate, int64_t per_ns, int64_t burst, int64_t cost):
+    """A validated limiter entry (ranges already checked one by one)."""
+    cdef RateOp op = RateOp.__new__(RateOp)
+    op.k = acc + b"\0" + key
+    op.kj = json_str(key)
+    op.burst = burst
+    op.cost = cost
+    op.t_ns = per_ns // rate
+    if op.t_ns < 1:
+        raise ApiError(400, "bad_request", "Rate / Per must be at most 10^9 per second")
+    if burst > RL_MAX_SPAN_NS // op.t_ns:
+        raise ApiError(400, "bad_request", RL_SPAN_MSG)
+    op.tau_ns = op.t_ns * burst
+    if cost > burst:
+        raise ApiError(400, "bad_request", "Cost (%d) above Burst (%d) could never be allowed" % (cost, burst))
+    op.allowed = op.writes = False
+    op.new_tat = op.remaining = op.reset_ns = op.retry_ns = 0
+    return op
+
+
+cdef int parse_ratelimit(Txn t, object v) except -1:
+    """POST /db "RateLimit": [{"Key", "Rate", "Per", "Burst", "Cost"}]."""
+    cdef dict e
+    cdef int64_t rate, per, burst, cost
+    cdef set seen = set()
+    cdef RateOp op
+    if t.rl is None:
+        t.rl = []
+    for item in as_list(v, "RateLimit"):
+        e = as_obj(item, "RateLimit")
+        for f in e:
+            if f != "Key" and f != "Rate" and f != "Per" and f != "Burst" and f != "Cost":
+                raise unknown_field("RateLimit.", f)
+        if "Rate" not in e or "Per" not in e:
+            raise ApiError(400, "bad_request", "each RateLimit entry needs Rate and Per")
+        key = key_bytes(e.get("Key"), "RateLimit Key")
+        rate = as_int64(e["Rate"], "RateLimit Rate", 1, RL_MAX)
+        per = _per_ns(e["Per"], "RateLimit Per")
+        burst = as_int64(e["Burst"], "RateLimit Burst", 1, RL_MAX) if "Burst" in e else rate
+        cost = as_int64(e["Cost"], "RateLimit Cost", 0, RL_MAX) if "Cost" in e else 1
+        op = new_rate_op(t.acc, key, rate, per, burst, cost)
+        if op.k in seen:
+            raise ApiError(400, "bad_request", "the same key twice in RateLimit")
+        seen.add(op.k)
+        t.rl.append(op)
+    return 0
+
+
+# ---- GCRA ----------------------------------------------------------------------------
+cdef int gcra_eval(RateOp op, Store st, int64_t now) except -1:
+    """Decide op against its key's TAT (nothing written here: apply_limits does).
+    A take of Cost c is allowed when max(TAT, now) + c*T - tau <= now; a Cost of 0
+    never refuses and reports whether a take of 1 would be allowed."""
+    cdef int64_t tat = st.rl_read(op.k)
+    cdef int64_t base = tat if tat > now else now
+    cdef int64_t need = op.t_ns * (op.cost if op.cost > 0 else 1)
+    cdef int64_t allow_at = base + need - op.tau_ns      # when this take would fit
+    op.allowed = allow_at <= now
+    op.writes = op.allowed and op.cost > 0
+    if op.writes:
+        base += need
+        op.new_tat = base
+    op.retry_ns = 0 if op.allowed else allow_at - now
+    op.reset_ns = base - now
+    # takes of cost 1 that still fit: now + tau - base, in whole intervals (never
+    # below 0: a TAT written by a call with a larger Burst may be beyond this tau)
+    op.remaining = (now + op.tau_ns - base) // op.t_ns if now + op.tau_ns > base else 0
+    return 0
+
+
+cdef int check_limits(Txn t, Store st) except -1:
+    """The last check before apply: every entry evaluated; if any take is over its
+    limit the request is refused (429, nothing changed) and answered at once (a
+    refusal reveals no write, so it does not wait for a commit)."""
+    cdef RateOp op
+    cdef list limited = None
+    cdef int64_t now = now_ns(), worst = 0
+    for op in t.rl:
+        gcra_eval(op, st, now)
+        if not op.allowed and op.cost > 0:
+            if limited is None:
+                limited = []
+            limited.append({"Key": _ujson_loads(op.kj), "RetryAfter": _secs_f(op.retry_ns)})
+            worst = max(worst, op.retry_ns)
+    if limited is not None:
+        st.wait_seq = 0
+        raise ApiError(429, "rate_limited", "over the rate limit", {"Limited": limited},
+                       b"Retry-After: %d\r\n" % _ceil_s(worst))
+    return 0
+
+
+cdef int apply_limits(Txn t, Store st) except -1:
+    """Write the new TAT of every take (all were allowed); returns 1 if any wrote."""
+    cdef RateOp op
+    cdef int wrote = 0
+    for op in t.rl:
+        if op.writes:
+            st.rl_write(op.k, op.new_tat)
+            wrote = 1
+    return wrote
+
+
+# ---- answers ---------------------------------------------------------------------------
+cdef inline int64_t _ceil_s(int64_t ns) noexcept:
+    """Whole seconds, rounded up (Retry-After, RateLimit-Reset)."""
+    return (ns + NS - 1) // NS
+
+
+cdef bytes _secs(int64_t ns):
+    """Seconds with a fraction, to the microsecond, rounded up (a client that waits
+    that long is never early)."""
+    cdef int64_t us = (ns + 999) // 1000
+    return b"%d.%06d" % (us // 1000000, us % 1000000)
+
+
+cdef object _secs_f(int64_t ns):
+    return float(_secs(ns))
+
+
+cdef bytes rl_body(list ops):
+    """The answer's "RateLimit":[{"Key","Remaining","ResetAfter"}] part."""
+    cdef RateOp op
+    return b'"RateLimit":[' + b",".join([b'{"Key":%s,"Remaining":%d,"ResetAfter":%s}' % (
+        op.kj, op.remaining, _secs(op.reset_ns)) for op in ops]) + b']'
+
+
+cdef bytes _rest_body(RateOp op):
+    cdef bytes body = b'{"Key":%s,"Allowed":%s,"Remaining":%d' % (
+        op.kj, b"true" if op.allowed else b"false", op.remaining if op.allowed else 0)
+    if not op.allowed:
+        body += b',"RetryAfter":%s' % _secs(op.retry_ns)
+    return body + b',"ResetAfter":%s}' % _secs(op.reset_ns)
+
+
+cdef bytes _rest_headers(RateOp op):
+    return b"RateLimit-Limit: %d\r\nRateLimit-Remaining: %d\r\nRateLimit-Reset: %d\r\n" % (
+        op.burst, op.remaining if op.allowed else 0, _ceil_s(op.reset_ns))
+
+
+# ---- /db/{acc}/ratelimit/{key} ---------------------------------------------------------
+cdef RateOp _rest_op(Request r, bint take):
+    cdef dict params = r.params()
+    cdef int64_t rate
+    if "rate" not in params or "per" not in params:
+        raise ApiError(400, "bad_request", "rate limits need ?rate=N&per=SECONDS")
+    rate = _qint(params, "rate", 0, 1, RL_MAX)
+    return new_rate_op(r.acc, r.key, rate, _per_ns(params["per"], "query parameter per"),
+                       _qint(params, "burst", rate, 1, RL_MAX),
+                       _qint(params, "cost", 1, 0, RL_MAX) if take else 0)
+
+
+cdef int _rest_answer(Server srv, Request r, RateOp op, int64_t seq) except -1:
+    cdef Conn c = r.conn
+    c.respond(frame(200, _rest_body(op), c.want_close, r.head, False,
+                    _rest_headers(op) + (KEEP_ALIVE_10 if c.http10 and not c.want_close else b"")),
+              seq, c.want_close, r.head)
+    return 0
+
+
+cdef int ratelimit_take(Server srv, Request r) except -1:
+    cdef RateOp op = _rest_op(r, True)
+    cdef Txn t = new_txn(r.acc)
+    cdef int wrote
+    t.rl = [op]
+    try:
+        wrote = run_txn(t, srv.store, srv)
+    except ApiError as e:
+        if e.code != "rate_limited":
+            raise
+        d = _ujson_loads(_rest_body(op))
+        raise ApiError(429, "rate_limited", "over the rate limit", d,
+                       _rest_headers(op) + b"Retry-After: %d\r\n" % _ceil_s(op.retry_ns))
+    _rest_answer(srv, r, op, commit_seq(srv, wrote))
+    return wrote
+
+
+cdef int ratelimit_peek(Server srv, Request r) except -1:
+    cdef RateOp op = _rest_op(r, False)
+    gcra_eval(op, srv.store, now_ns())
+    _rest_answer(srv, r, op, read_seq(srv.store))
+    return 0
