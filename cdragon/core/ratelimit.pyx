@@ -103,6 +103,8 @@ cdef int parse_ratelimit(Txn t, object v) except -1:
             raise ApiError(400, "bad_request", "each RateLimit entry needs Rate and Per")
         key = key_bytes(e.get("Key"), "RateLimit Key")
         rate = as_int64(e["Rate"], "RateLimit Rate", 1, RL_MAX)
+        if type(e["Per"]) is str:          # (text is for query strings only)
+            raise ApiError(400, "bad_request", "RateLimit Per must be a number of seconds")
         per = _per_ns(e["Per"], "RateLimit Per")
         burst = as_int64(e["Burst"], "RateLimit Burst", 1, RL_MAX) if "Burst" in e else rate
         cost = as_int64(e["Cost"], "RateLimit Cost", 0, RL_MAX) if "Cost" in e else 1
