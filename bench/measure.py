@@ -186,10 +186,12 @@ def redis_benchmark_calibrate(port: int, command: list[str], secs: int, log_path
     return float(rates[-1]) if rates else 0.0
 
 
-def redis_benchmark(port: int, command: list[str], secs: int, rate: float, log_path: Path) -> tuple[dict, float]:
+def redis_benchmark(port: int, command: list[str], secs: int, rate: float, log_path: Path,
+                    keyspace: int = 1000) -> tuple[dict, float]:
+    """`keyspace`: redis-benchmark's -r (the range of __rand_int__ in the command)."""
     n = max(2000, int(rate * secs)) if rate > 0 else 50_000 * secs
     cmd = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-c", str(CONNECTIONS), "-n", str(n),
-           "-r", "1000", "--csv", *command]
+           "-r", str(keyspace), "--csv", *command]
     t0 = time.monotonic()
     out, cpu = run_client(cmd, secs * 4 + 30, log_path)
     wall = time.monotonic() - t0

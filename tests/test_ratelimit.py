@@ -295,3 +295,66 @@ def test_bad_limiter_records_are_refused(server, rec):
     r = c.post("/admin/import", body=b"\n".join(json.dumps(x).encode() for x in lines))
     assert r.status == 400 and r.json["Message"].startswith("line 2:"), r
     c.close()
+
+
+def test_a_read_token_may_only_peek(server_factory, tmp_path):
+    from test_auth import call, config_text, token_of
+    cfg = tmp_path / "tokens.toml"
+    cfg.write_text(config_text())
+    srv = server_factory(config=str(cfg))
+    ro, rw = token_of("ro"), token_of("web")
+    path = "/db/shop/ratelimit/k?rate=2&per=3600"
+    assert call(srv, "GET", path, token=ro).json["Remaining"] == 2
+    assert_error(call(srv, "POST", path, token=ro), 403, "forbidden")
+    body = {"RateLimit": [{"Key": "k", "Rate": 2, "Per": 3600}]}
+    assert_error(call(srv, "POST", "/db/shop", body, token=ro), 403, "forbidden")
+    body["RateLimit"][0]["Cost"] = 0
+    assert call(srv, "POST", "/db/shop", body, token=ro).json["RateLimit"][0]["Remaining"] == 2
+    assert call(srv, "POST", path, token=rw).json["Remaining"] == 1
+
+
+# ------------------------------------------------------------------------------ fast path
+FAST_BODIES = [
+    {"RateLimit": [{"Key": "k", "Rate": 10, "Per": 60}]},
+    {"RateLimit": [{"Per": 1, "Rate": 3, "Burst": 7, "Cost": 0, "Key": "a/b"}, {"Key": "c", "Rate": 1, "Per": 31536000}],
+     "Atomic": [{"Key": "n", "Add": 1}]},
+]
+
+
+@pytest.mark.parametrize("body", FAST_BODIES)
+def test_fast_path_reads_limits_as_the_general_parser(body):
+    from cdragon._core import _fast_txn_shape
+    got = _fast_txn_shape(json.dumps(body).encode())["RateLimit"]
+    want = []
+    for e in body["RateLimit"]:
+        t = e["Per"] * 10**9 // e["Rate"]
+        burst = e.get("Burst", e["Rate"])
+        want.append((json.dumps(e["Key"]).encode(), b"acc\0" + e["Key"].encode(), t, t * burst, burst, e.get("Cost", 1)))
+    assert got == want
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"RateLimit":[]}', b'{"RateLimit":[{"Key":"k","Rate":10,"Per":0.5}]}',
+    b'{"RateLimit":[{"Key":"k","Rate":10}]}', b'{"RateLimit":[{"Key":"k","Per":10}]}',
+    b'{"RateLimit":[{"Key":"k","Rate":0,"Per":10}]}', b'{"RateLimit":[{"Key":"k","Rate":10,"Per":10,"Burst":0}]}',
+    b'{"RateLimit":[{"Key":"k","Rate":10,"Per":10,"Cost":11}]}', b'{"RateLimit":[{"Key":"k","Rate":10,"Per":10,"Rate":1}]}',
+    b'{"RateLimit":[{"Key":"k","Rate":10,"Per":10,"X":1}]}', b'{"RateLimit":[{"Key":"k","Rate":1000000000,"Per":-1}]}',
+    b'{"RateLimit":[{"Key":"k","Rate":1,"Per":31536001}]}', b'{"RateLimit":[{"Key":"k","Rate":1,"Per":31536000,"Burst":1000000000}]}',
+    b'{"RateLimit":[{"Key":"k","Rate":1,"Per":1},{"Key":"k","Rate":2,"Per":1}]}',
+    b'{"RateLimit":[{"Key":"k","Rate":1,"Per":1}],"RateLimit":[{"Key":"j","Rate":1,"Per":1}]}',
+])
+def test_fast_path_declines_other_limits(raw):
+    from cdragon._core import _fast_txn_shape
+    assert _fast_txn_shape(raw) is None
+
+
+def test_both_paths_limit_alike(client, acc):
+    answers = []
+    for key in ('"k"', '"\\u006b"'):
+        a = acc + str(len(key))
+        body = ('{"RateLimit":[{"Key":%s,"Rate":2,"Per":3600}],"Atomic":[{"Key":"n","Add":1}]}' % key).encode()
+        got = [client.post(f"/db/{a}", body) for _ in range(3)]
+        answers.append([(r.status, r.json.get("Atomic"), [e["Remaining"] for e in r.json.get("RateLimit", [])],
+                         [e["Key"] for e in r.json.get("Limited", [])]) for r in got])
+    assert answers[0] == answers[1]
+    assert [a[0] for a in answers[0]] == [200, 200, 429]

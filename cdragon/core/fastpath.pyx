@@ -5,6 +5,7 @@
 #                                                  an optional Version)
 #     "KVGet":["k", ...]   "LockID":"name"  "LockDur":30  "LockWait":5
 #     "UnlockID":"name"   "Unlock":17       (durations in whole seconds)
+#     "RateLimit":[{"Key":"k","Rate":10,"Per":60,"Burst":20,"Cost":1}, ...]  (integers)
 # with any JSON whitespace between tokens. Keys and string values must be printable
 # ASCII without escapes: then the bytes of the body are already the compact JSON that
 # would be stored and echoed, and the key's JSON literal is its slice of the body.
@@ -319,6 +320,12 @@ cdef bint _fp_top_member(Txn t, const unsigned char* p, Py_ssize_t* pi, Py_ssize
         else:
             t.kvset = ops
         i += 1
+    elif _fp_is(p, fs, fe, "RateLimit", 9) and t.rl is None:
+        ops = _fp_limits(t.acc, p, &i, n)
+        if ops is None:
+            return False
+        t.rl = ops
+        i += 1
     elif _fp_is(p, fs, fe, "KVGet", 5) and t.kvget is _NO_OPS:
         ops = _fp_keys(t.acc, p, &i, n)
         if ops is None:
@@ -386,7 +393,7 @@ cdef Txn fast_txn(bytes acc, bytes body, Limits* lim):
     if _fp_ws(p, i + 1, n) != n:
         return None
     # the checks of parse_txn; any that would fail leaves the body to it
-    t.nops = len(t.atomic) + len(t.kvset) + len(t.kvget)
+    t.nops = len(t.atomic) + len(t.kvset) + len(t.kvget) + (0 if t.rl is None else len(t.rl))
     if t.nops > lim.max_ops or ((lk.has_dur or lk.has_wait) and t.lock_id is None):
         return None
     if (lk.unlock == 0) != (t.unlock_id is None):
@@ -394,6 +401,8 @@ cdef Txn fast_txn(bytes acc, bytes body, Limits* lim):
     if t.nops == 0 and t.lock_id is None and t.unlock_id is None:
         return None
     if not _fp_distinct(t.atomic) or not _fp_distinct(t.kvset):
+        return None
+    if t.rl is not None and (not t.rl or len({(<RateOp>o).k for o in t.rl}) != len(t.rl)):
         return None
     t.unlock = lk.unlock
     t.lock_dur = lk.dur if lk.has_dur else lim.default_lock_dur
@@ -404,3 +413,76 @@ cdef Txn fast_txn(bytes acc, bytes body, Limits* lim):
 cdef bint _fp_distinct(list ops) except -1:
     cdef Op o
     return len(ops) < 2 or len({o.k for o in ops}) == len(ops)
+
+
+cdef RateOp _fp_limit(bytes acc, const unsigned char* p, Py_ssize_t* pi, Py_ssize_t n):
+    """One RateLimit entry at p[pi[0]] ('{') with integer Rate, Per (seconds), Burst and
+    Cost, every rule of parse_ratelimit met: its RateOp, or None. On success pi[0] is
+    at the closing '}'."""
+    cdef Py_ssize_t i = pi[0], fs, fe, ks = 0, ke = 0
+    cdef int r, f
+    cdef bint first = True
+    cdef int64_t num, t_ns
+    cdef int64_t v[4]             # Rate, Per, Burst, Cost; -1: not given
+    v[0] = v[1] = v[2] = v[3] = -1
+    if i >= n or p[i] != b'{':
+        return None
+    i = _fp_ws(p, i + 1, n)
+    while True:
+        r = _fp_next(p, &i, n, &fs, &fe, first)
+        first = False
+        if r < 0:
+            return None
+        if r == 0:
+            break
+        if _fp_is(p, fs, fe, "Key", 3) and ke == 0:
+            ks = i
+            i = _fp_key(p, i, n)
+            if i < 0:
+                return None
+            ke = i - 1
+            continue
+        f = (0 if _fp_is(p, fs, fe, "Rate", 4) else 1 if _fp_is(p, fs, fe, "Per", 3)
+             else 2 if _fp_is(p, fs, fe, "Burst", 5) else 3 if _fp_is(p, fs, fe, "Cost", 4) else -1)
+        if f < 0 or v[f] >= 0:
+            return None
+        i = _fp_int(p, i, n, &num)
+        if i < 0 or num < 0 or num > (RL_MAX if f != 1 else RL_MAX_PER_NS // NS):
+            return None
+        v[f] = num
+    if ke == 0 or v[0] < 1 or v[1] < 1 or v[2] == 0:
+        return None
+    if v[2] < 0:
+        v[2] = v[0]               # Burst defaults to Rate
+    if v[3] < 0:
+        v[3] = 1
+    t_ns = v[1] * NS // v[0]
+    if t_ns < 1 or v[2] > RL_MAX_SPAN_NS // t_ns or v[3] > v[2]:
+        return None               # (new_rate_op's errors: the general parser gives them)
+    pi[0] = i
+    return new_rate_op(acc, PyBytes_FromStringAndSize(<const char*>p + ks + 1, ke - ks - 1),
+                       v[0], v[1] * NS, v[2], v[3])
+
+
+cdef list _fp_limits(bytes acc, const unsigned char* p, Py_ssize_t* pi, Py_ssize_t n):
+    """The RateLimit list at p[pi[0]] ('['): its RateOps, or None. On success pi[0] is
+    at the closing ']'."""
+    cdef Py_ssize_t i = pi[0]
+    cdef int sep
+    cdef RateOp op
+    cdef list ops = []
+    if i >= n or p[i] != b'[':
+        return None
+    i = _fp_ws(p, i + 1, n)
+    while True:
+        op = _fp_limit(acc, p, &i, n)
+        if op is None:
+            return None
+        ops.append(op)
+        i += 1
+        sep = _fp_sep(p, &i, n, b']')
+        if sep < 0:
+            return None
+        if sep == 0:
+            pi[0] = i
+            return ops

@@ -219,33 +219,41 @@ cdef RateOp _rest_op(Request r, bint take):
                        _qint(params, "cost", 1, 0, RL_MAX) if take else 0)
 
 
-cdef int _rest_answer(Server srv, Request r, RateOp op, int64_t seq) except -1:
+cdef int _rest_answer(Request r, RateOp op, int64_t seq) except -1:
+    """200 (or a refused take's 429: its body holds both the error and the state) with
+    the RateLimit-* headers."""
     cdef Conn c = r.conn
-    c.respond(frame(200, _rest_body(op), c.want_close, r.head, False,
-                    _rest_headers(op) + (KEEP_ALIVE_10 if c.http10 and not c.want_close else b"")),
-              seq, c.want_close, r.head)
+    cdef bytes body = _rest_body(op), extra = _rest_headers(op)
+    cdef int status = 200
+    if op.cost > 0 and not op.allowed:
+        status = 429
+        body = b'{"Code":"rate_limited","Message":"over the rate limit",' + body[1:]
+        extra += b"Retry-After: %d\r\n" % _ceil_s(op.retry_ns)
+    if c.http10 and not c.want_close:
+        extra += KEEP_ALIVE_10
+    c.respond(frame(status, body, c.want_close, r.head, False, extra), seq, c.want_close, r.head)
     return 0
 
 
 cdef int ratelimit_take(Server srv, Request r) except -1:
+    """One take, without a Txn (the hot path of a rate limiter): a refusal is answered
+    at once, an allowed take once its TAT is durable."""
     cdef RateOp op = _rest_op(r, True)
-    cdef Txn t = new_txn(r.acc)
-    cdef int wrote
-    t.rl = [op]
-    try:
-        wrote = run_txn(t, srv.store, srv)
-    except ApiError as e:
-        if e.code != "rate_limited":
-            raise
-        d = _ujson_loads(_rest_body(op))
-        raise ApiError(429, "rate_limited", "over the rate limit", d,
-                       _rest_headers(op) + b"Retry-After: %d\r\n" % _ceil_s(op.retry_ns))
-    _rest_answer(srv, r, op, commit_seq(srv, wrote))
-    return wrote
+    cdef Store st = srv.store
+    gcra_eval(op, st, now_ns())
+    if not op.allowed and op.cost > 0:
+        st.wait_seq = 0                # a refusal reveals no write: no commit to wait for
+        return _rest_answer(r, op, 0)
+    if op.writes:
+        if not st.has_room():
+            raise E_STORAGE_FULL.error()
+        st.rl_write(op.k, op.new_tat)
+    _rest_answer(r, op, commit_seq(srv, op.writes))
+    return 1 if op.writes else 0
 
 
 cdef int ratelimit_peek(Server srv, Request r) except -1:
     cdef RateOp op = _rest_op(r, False)
     gcra_eval(op, srv.store, now_ns())
-    _rest_answer(srv, r, op, read_seq(srv.store))
+    _rest_answer(r, op, read_seq(srv.store))
     return 0

@@ -82,7 +82,7 @@ def _fast_txn_shape(bytes body, Py_ssize_t max_value_bytes=512 * 1024, Py_ssize_
     """What fast_txn makes of a body for account "acc": None, or a dict of the Txn's
     parts: Atomic [(key JSON, record key, n, is_set, has_ifeq, ifeq)], KVSet [(key JSON,
     record key, value JSON, has_version, version)], KVGet [(key JSON, record key)],
-    and LockID, LockDur, LockWait, UnlockID, Unlock."""
+    RateLimit [(key JSON, record key, interval ns, tolerance ns, burst, cost)], and LockID, LockDur, LockWait, UnlockID, Unlock."""
     cdef Limits lim
     cdef Txn t
     cdef Op op
@@ -101,6 +101,9 @@ def _fast_txn_shape(bytes body, Py_ssize_t max_value_bytes=512 * 1024, Py_ssize_
         out["KVSet"] = [(op.kj, op.k, op.val, op.has_ver, op.n) for op in t.kvset]
     if t.kvget:
         out["KVGet"] = [(op.kj, op.k) for op in t.kvget]
+    if t.rl:
+        out["RateLimit"] = [((<RateOp>o).kj, (<RateOp>o).k, (<RateOp>o).t_ns, (<RateOp>o).tau_ns,
+                             (<RateOp>o).burst, (<RateOp>o).cost) for o in t.rl]
     if t.lock_id is not None:
         out.update(LockID=t.lock_id, LockDur=t.lock_dur, LockWait=t.lock_wait)
     if t.unlock_id is not None:
