@@ -7,6 +7,8 @@ versions of the request path far more steadily than a wrk run on a shared machin
     taskset -c 0 .venv/bin/python bench/inproc.py add 1 1       # atomic add, 1 account x 1 key
     taskset -c 0 .venv/bin/python bench/inproc.py kv 1 1000     # KVSet 64 B, 1 x 1000 keys
     taskset -c 0 .venv/bin/python bench/inproc.py lock 1 1      # lock + unlock, a key per connection
+    taskset -c 0 .venv/bin/python bench/inproc.py rl 1 1        # rate-limit take (allowed); rlrefused: refused;
+                                                                # addrl: atomic add + a RateLimit entry
     (optional 4th argument: rounds of 400 requests, default 250; REPO=dir to time another checkout;
      TOKEN=1: one token configured and sent with every request, where the checkout has tokens)
 
@@ -50,6 +52,11 @@ def main():
         a = random.randrange(acc); k = random.randrange(keys)
         if kind == "add":
             body = b'{"Atomic":[{"Key":"k%d","Add":1}]}' % k
+        elif kind == "addrl":       # the same with an allowed RateLimit entry
+            body = b'{"Atomic":[{"Key":"k%d","Add":1}],"RateLimit":[{"Key":"u%d","Rate":1000000,"Per":1}]}' % (k, k)
+        elif kind in ("rl", "rlrefused"):   # a take: allowed (never reached), or over 1 per hour
+            q = b"rate=1000000&per=1" if kind == "rl" else b"rate=1&per=3600"
+            return b"POST /db/a%d/ratelimit/u%d?%s HTTP/1.1\r\nHost: 127.0.0.1\r\n%sContent-Length: 0\r\n\r\n" % (a, k, q, auth)
         else:
             body = b'{"KVSet":[{"Key":"k%d","Value":"%s"}]}' % (k, b"v" * 62)
         return b"POST /db/a%d HTTP/1.1\r\nHost: 127.0.0.1\r\n%sContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (a, auth, len(body)) + body

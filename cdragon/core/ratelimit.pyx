@@ -42,6 +42,8 @@ cdef int64_t _per_ns(object v, str what) except? -1:
     cdef object ns = None
     if type(v) is int:
         ns = <object>v * NS
+    elif type(v) is str and (<str>v).isascii() and (<str>v).isdigit() and len(<str>v) < 12:
+        ns = int(<str>v) * NS           # whole seconds: the usual case, no Decimal
     elif type(v) is float or type(v) is str:
         if type(v) is str and not _plain_decimal(<str>v):
             raise ApiError(400, "bad_request", what + " must be a plain decimal number of seconds")
@@ -176,35 +178,91 @@ cdef inline int64_t _ceil_s(int64_t ns) noexcept:
     return (ns + NS - 1) // NS
 
 
-cdef bytes _secs(int64_t ns):
+cdef inline char* _put_secs(char* w, int64_t ns) noexcept:
     """Seconds with a fraction, to the microsecond, rounded up (a client that waits
-    that long is never early)."""
-    cdef int64_t us = (ns + 999) // 1000
-    return b"%d.%06d" % (us // 1000000, us % 1000000)
+    that long is never early): "3.333334"."""
+    cdef int64_t us = (ns + 999) // 1000, frac
+    cdef int i
+    w = _put_i64(w, us // 1000000)
+    w[0] = b'.'
+    frac = us % 1000000
+    for i in range(6, 0, -1):
+        w[i] = <char>(48 + frac % 10)
+        frac //= 10
+    return w + 7
 
 
 cdef object _secs_f(int64_t ns):
-    return float(_secs(ns))
+    cdef char buf[32]
+    return float(PyBytes_FromStringAndSize(buf, _put_secs(buf, ns) - buf))
 
 
-cdef bytes rl_body(list ops):
-    """The answer's "RateLimit":[{"Key","Remaining","ResetAfter"}] part."""
+cdef Py_ssize_t limits_size(list ops):
+    """An upper bound of put_limits' bytes."""
     cdef RateOp op
-    return b'"RateLimit":[' + b",".join([b'{"Key":%s,"Remaining":%d,"ResetAfter":%s}' % (
-        op.kj, op.remaining, _secs(op.reset_ns)) for op in ops]) + b']'
+    cdef Py_ssize_t n = 16
+    for op in ops:
+        n += 80 + PyBytes_GET_SIZE(op.kj)
+    return n
 
 
-cdef bytes _rest_body(RateOp op):
-    cdef bytes body = b'{"Key":%s,"Allowed":%s,"Remaining":%d' % (
-        op.kj, b"true" if op.allowed else b"false", op.remaining if op.allowed else 0)
-    if not op.allowed:
-        body += b',"RetryAfter":%s' % _secs(op.retry_ns)
-    return body + b',"ResetAfter":%s}' % _secs(op.reset_ns)
+cdef char* put_limits(char* w, list ops) noexcept:
+    """"RateLimit":[{"Key","Remaining","ResetAfter"},...], (POST /db's answer part)."""
+    cdef RateOp op
+    w = _lit(w, '"RateLimit":[', 13)
+    for op in ops:
+        w = _lit(w, '{"Key":', 7)
+        w = _put(w, op.kj)
+        w = _lit(w, ',"Remaining":', 13)
+        w = _put_i64(w, op.remaining)
+        w = _lit(w, ',"ResetAfter":', 14)
+        w = _put_secs(w, op.reset_ns)
+        w = _lit(w, '},', 2)
+    (w - 1)[0] = b']'             # over the last comma
+    w[0] = b','
+    return w + 1
 
 
-cdef bytes _rest_headers(RateOp op):
-    return b"RateLimit-Limit: %d\r\nRateLimit-Remaining: %d\r\nRateLimit-Reset: %d\r\n" % (
-        op.burst, op.remaining if op.allowed else 0, _ceil_s(op.reset_ns))
+cdef bytes _rest_body(RateOp op, bint refused):
+    """The answer of the REST routes; a refused take's holds the error too."""
+    cdef char* start = _scratch_for(200 + PyBytes_GET_SIZE(op.kj))
+    cdef char* w = start
+    if refused:
+        w = _lit(w, '{"Code":"rate_limited","Message":"over the rate limit","Key":', 61)
+    else:
+        w = _lit(w, '{"Key":', 7)
+    w = _put(w, op.kj)
+    if op.allowed:
+        w = _lit(w, ',"Allowed":true,"Remaining":', 28)
+        w = _put_i64(w, op.remaining)
+    else:
+        w = _lit(w, ',"Allowed":false,"Remaining":0,"RetryAfter":', 44)
+        w = _put_secs(w, op.retry_ns)
+    w = _lit(w, ',"ResetAfter":', 14)
+    w = _put_secs(w, op.reset_ns)
+    w[0] = b'}'
+    out = PyBytes_FromStringAndSize(start, w + 1 - start)
+    _scratch_done()
+    return out
+
+
+cdef bytes _rest_headers(RateOp op, bint refused, bint keep_alive_10):
+    """RateLimit-Limit, -Remaining, -Reset (and a refusal's Retry-After)."""
+    cdef char buf[256]
+    cdef char* w = _lit(buf, "RateLimit-Limit: ", 17)
+    w = _put_i64(w, op.burst)
+    w = _lit(w, "\r\nRateLimit-Remaining: ", 23)
+    w = _put_i64(w, op.remaining if op.allowed else 0)
+    w = _lit(w, "\r\nRateLimit-Reset: ", 19)
+    w = _put_i64(w, _ceil_s(op.reset_ns))
+    w = _lit(w, "\r\n", 2)
+    if refused:
+        w = _lit(w, "Retry-After: ", 13)
+        w = _put_i64(w, _ceil_s(op.retry_ns))
+        w = _lit(w, "\r\n", 2)
+    if keep_alive_10:
+        w = _put(w, KEEP_ALIVE_10)
+    return PyBytes_FromStringAndSize(buf, w - buf)
 
 
 # ---- /db/{acc}/ratelimit/{key} ---------------------------------------------------------
@@ -220,18 +278,12 @@ cdef RateOp _rest_op(Request r, bint take):
 
 
 cdef int _rest_answer(Request r, RateOp op, int64_t seq) except -1:
-    """200 (or a refused take's 429: its body holds both the error and the state) with
-    the RateLimit-* headers."""
+    """200 (or a refused take's 429) with the RateLimit-* headers."""
     cdef Conn c = r.conn
-    cdef bytes body = _rest_body(op), extra = _rest_headers(op)
-    cdef int status = 200
-    if op.cost > 0 and not op.allowed:
-        status = 429
-        body = b'{"Code":"rate_limited","Message":"over the rate limit",' + body[1:]
-        extra += b"Retry-After: %d\r\n" % _ceil_s(op.retry_ns)
-    if c.http10 and not c.want_close:
-        extra += KEEP_ALIVE_10
-    c.respond(frame(status, body, c.want_close, r.head, False, extra), seq, c.want_close, r.head)
+    cdef bint refused = op.cost > 0 and not op.allowed
+    c.respond(frame(429 if refused else 200, _rest_body(op, refused), c.want_close, r.head, False,
+                    _rest_headers(op, refused, c.http10 and not c.want_close)),
+              seq, c.want_close, r.head)
     return 0
 
 

@@ -44,7 +44,7 @@ cdef int check_params(Request r) except -1:
     must never turn a compare-and-swap into a blind write)."""
     cdef dict params = {}
     cdef frozenset accepts = <frozenset>r.route.accepts[r.method]
-    for name, value in _parse_qsl(r.query.decode("latin-1"), keep_blank_values=True):
+    for name, value in _query_pairs(r.query):
         if name not in accepts:
             raise ApiError(400, "bad_request", "unknown query parameter %s%s" % (
                 _quoted(name), (" (this route takes " + ", ".join(sorted(accepts)) + ")") if accepts
@@ -54,6 +54,24 @@ cdef int check_params(Request r) except -1:
         params[name] = value
     r._params = params
     return 0
+
+
+cdef list _query_pairs(bytes q):
+    """parse_qsl(q, keep_blank_values=True): split here in C when nothing needs
+    decoding (no '%' and no '+'), as most queries are ("?rate=100&per=60")."""
+    cdef list out = []
+    cdef bytes part
+    cdef Py_ssize_t eq
+    if has_byte(q, 37) or has_byte(q, 43):
+        return _parse_qsl(q.decode("latin-1"), keep_blank_values=True)
+    for part in q.split(b"&"):
+        if PyBytes_GET_SIZE(part):
+            eq = part.find(b"=")
+            if eq < 0:
+                out.append((part.decode("latin-1"), ""))
+            else:
+                out.append((part[:eq].decode("latin-1"), part[eq + 1:].decode("latin-1")))
+    return out
 
 
 cdef str _quoted(str name):

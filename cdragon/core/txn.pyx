@@ -759,9 +759,8 @@ cdef bytes txn_body(Txn t, bint has_lock=False, int64_t handle=0, double till=0)
     for ops in (t.kvlist, t.kvdel):      # and "Rev", within the 160
         for rop in <list>ops:
             size += 64 + PyBytes_GET_SIZE(rop.pj) + (0 if rop.body is None else PyBytes_GET_SIZE(rop.body))
-    rlb = rl_body(t.rl) if t.rl else None
-    if rlb is not None:
-        size += PyBytes_GET_SIZE(rlb) + 1
+    if t.rl:
+        size += limits_size(t.rl)
     start = w = _scratch_for(size)
     w[0] = b'{'
     w += 1
@@ -789,10 +788,8 @@ cdef bytes txn_body(Txn t, bint has_lock=False, int64_t handle=0, double till=0)
         w = _put_ops(w, '"Atomic":[', 10, t.atomic, 2)
     if t.seqs:
         w = _put_ops(w, '"Seq":[', 7, t.seqs, 3)
-    if rlb is not None:
-        w = _put(w, rlb)
-        w[0] = b','
-        w += 1
+    if t.rl:
+        w = put_limits(w, t.rl)
     if w - start == 1:
         w += 1                                 # nothing: "{}"
     (w - 1)[0] = b'}'             # over the last comma (or after the "{")
