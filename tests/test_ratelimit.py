@@ -358,3 +358,33 @@ def test_both_paths_limit_alike(client, acc):
                          [e["Key"] for e in r.json.get("Limited", [])]) for r in got])
     assert answers[0] == answers[1]
     assert [a[0] for a in answers[0]] == [200, 200, 429]
+
+
+def test_recovered_states_are_deleted(server_factory):
+    """Keys used once do not stay stored: a state whose TAT has passed is deleted by
+    the server's sweep (checked in LMDB itself, after /admin/export's checkpoint)."""
+    from cdragon.dump import open_snapshot
+    srv = server_factory()
+    c = srv.client()
+    acc = unique_account("rl-sweep")
+    for i in range(30):
+        assert take(c, acc, f"ip-{i}", rate=1, per="0.05").status == 200
+    assert take(c, acc, "slow", rate=1, per=3600).status == 200
+
+    def stored() -> list[bytes]:
+        assert c.get(f"/admin/export?acc={acc}").status == 200      # a checkpoint first
+        env, txn, dbs = open_snapshot(str(srv.data_dir))
+        try:
+            return [k for k, _ in txn.cursor(dbs[b"ratelimit"])]
+        finally:
+            txn.abort()
+            env.close()
+
+    deadline = time.monotonic() + 30
+    keys = stored()
+    while len(keys) > 1 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        keys = stored()
+    assert keys == [acc.encode() + b"\0slow"]
+    assert take(c, acc, "ip-0", rate=1, per=3600).json["Remaining"] == 0     # reads as fresh
+    c.close()

@@ -309,3 +309,46 @@ cdef int ratelimit_peek(Server srv, Request r) except -1:
     gcra_eval(op, srv.store, now_ns())
     _rest_answer(r, op, read_seq(srv.store))
     return 0
+
+
+# ---- recovered states ------------------------------------------------------------------
+cdef enum:
+    RL_SWEEP_PER_PASS = 2000            # records looked at per deadline sweep (every 250 ms)
+
+cdef bytes _sweep_from = b""           # the record key the next sweep starts at
+
+
+cdef int sweep_limits(Server srv) except -1:
+    """Delete limiter states that have fully recovered (TAT <= now: the same as none), a
+    slice of the ratelimit database per call, round robin, so that keys used once (an
+    IP address, a user) do not stay stored for ever. Reads LMDB's view; a key with a
+    newer state in the overlay is left to a later round, and so is an account frozen
+    for a move (it takes no writes)."""
+    global _sweep_from
+    cdef Store st = srv.store
+    cdef int64_t now = now_ns()
+    cdef Py_ssize_t seen = 0
+    cdef bint wrote = False
+    cdef bytes k
+    if st.rtxn is None or srv.shutting_down:
+        return 0
+    cur = st.rtxn.cursor(st.db_rl)
+    if not cur.set_range(_sweep_from):
+        _sweep_from = b""
+        return 0
+    for k, v in cur.iternext(True, True):
+        if seen == RL_SWEEP_PER_PASS:
+            _sweep_from = k               # go on from here next time
+            break
+        seen += 1
+        if unpack_i64(v) > now or k in st.o_rl:
+            continue
+        if srv.frozen and k[:k.index(b"\0")] in srv.frozen:
+            continue
+        st.rl_write(k, 0)                 # 0: deleted by the batch (Store.encode)
+        wrote = True
+    else:
+        _sweep_from = b""                 # the end: start over
+    if wrote:
+        srv.after_write()
+    return 0

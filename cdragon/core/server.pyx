@@ -326,6 +326,7 @@ cdef class Server:
                     # one connection's failure must not leave the others without deadlines
                     log.exception("connection deadline failed; dropping the connection")
                     c.kill()
+        sweep_limits(self)            # recovered rate-limit states (ratelimit.pyx)
         self.store.purge_some(PURGE_PER_SWEEP)
         self._maybe_checkpoint()
         self._expire()
