@@ -388,3 +388,18 @@ def test_recovered_states_are_deleted(server_factory):
     assert keys == [acc.encode() + b"\0slow"]
     assert take(c, acc, "ip-0", rate=1, per=3600).json["Remaining"] == 0     # reads as fresh
     c.close()
+
+
+def test_extreme_limits_do_not_overflow(client, acc):
+    """The largest tolerance allowed (a full burst back in 146 years) taken at once,
+    then the same key judged by the tightest limit: integer time stays in range."""
+    year = 31536000
+    r = take(client, acc, "x", rate=1, per=year, burst=146, cost=146)
+    assert r.status == 200 and r.json["Remaining"] == 0
+    assert 146 * year - 60 < r.json["ResetAfter"] <= 146 * year
+    r = take(client, acc, "x", rate=10**9, per=1, burst=10**9, cost=10**9)
+    assert r.status == 429 and 145 * year < r.json["RetryAfter"] <= 146 * year
+    assert r.header("Retry-After") == str(math.ceil(r.json["RetryAfter"]))
+    r = peek(client, acc, "x", rate=10**9, per=1, burst=10**9)
+    assert r.status == 200 and r.json["Allowed"] is False and r.json["Remaining"] == 0
+    assert_error(take(client, acc, "y", rate=1, per=year, burst=147), 400, "bad_request")

@@ -126,7 +126,9 @@ cdef int gcra_eval(RateOp op, Store st, int64_t now) except -1:
     cdef int64_t tat = st.rl_read(op.k)
     cdef int64_t base = tat if tat > now else now
     cdef int64_t need = op.t_ns * (op.cost if op.cost > 0 else 1)
-    cdef int64_t allow_at = base + need - op.tau_ns      # when this take would fit
+    # when this take would fit (base + need - tau, in an order that cannot overflow:
+    # need <= tau, and base may be a TAT far ahead, written with a larger tolerance)
+    cdef int64_t allow_at = base - (op.tau_ns - need)
     op.allowed = allow_at <= now
     op.writes = op.allowed and op.cost > 0
     if op.writes:
