@@ -24,6 +24,7 @@ cdef class Fixed
 cdef class Expiry
 cdef class Token
 cdef class Auth
+cdef class AdminReply
 cdef class RangeReader
 cdef class Lister
 cdef class Stats
@@ -42,4 +43,5 @@ include "core/expiry.pxd"
 include "core/auth.pxd"
 include "core/lister.pxd"
 include "core/stats.pxd"
+include "core/admin.pxd"
 include "core/server.pxd"

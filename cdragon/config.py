@@ -32,6 +32,7 @@ class Config:
     tls_client_ca_file: str = ""
     # request limits (API.md "Default limits")
     max_body_bytes: int = 1 * MIB
+    max_import_bytes: int = 256 * MIB       # body of POST /admin/import (held in memory while applied)
     max_value_bytes: int = 512 * KIB
     max_header_bytes: int = 16 * KIB
     max_ops: int = 1000

@@ -31,6 +31,7 @@ import lmdb
 import uvloop
 
 from cdragon import __version__
+from cdragon.admin import Admin
 from cdragon._core import Server
 from cdragon import datadir, logs, sd_notify, tls
 from cdragon.config import Config
@@ -103,6 +104,7 @@ class Runner:
         self.loop = uvloop.new_event_loop()
         asyncio.set_event_loop(self.loop)
         self.server = Server(self.loop, self.storage, cfg, __version__)
+        self.server.admin = Admin(self.server, cfg, self.storage, self.loop, self)
         self._set_tokens(tokens or [])
         if config_path:
             self.reload_steps.append(("tokens", lambda: self._set_tokens(load_tokens(config_path))))

@@ -22,6 +22,8 @@ cdef class Conn:
     cdef bytes body1              # the body, when it came in one piece (the usual case)
     cdef list body_parts          # more pieces, when it did not
     cdef Py_ssize_t body_len
+    cdef Py_ssize_t body_limit    # max_body_bytes, or max_import_bytes for /admin/import
+    cdef Fixed too_large          # the 413 for body_limit
     cdef Py_ssize_t hdr_bytes
     cdef Py_ssize_t partial_hdr
     cdef bint in_request, in_headers, began_in_chunk
@@ -45,6 +47,7 @@ cdef class Conn:
     cdef int loopback             # the client is on this machine: -1 not known yet
     cdef bytes authz_seen         # the Authorization header of the last request ...
     cdef Token token              # ... and its token (None: unknown)
+    cdef object streamer          # an AdminReply streaming its answer (told of drains)
     cdef public double deadline
     cdef public int dl_kind
 

@@ -51,6 +51,18 @@ class _Abort(Exception):
     """Raised inside a parser callback to stop parsing this connection."""
 
 
+cdef bytes _IMPORT_PATH = b"/admin/import"
+
+
+cdef bint _is_import(object url) noexcept:
+    """POST /admin/import takes a bigger body (max_import_bytes) than any other route."""
+    cdef bytes u
+    if type(url) is not bytes or not (<bytes>url).startswith(_IMPORT_PATH):
+        return False
+    u = <bytes>url
+    return len(u) == len(_IMPORT_PATH) or u[len(_IMPORT_PATH)] == 63    # "?"
+
+
 @cython.freelist(1024)
 cdef class Slot:
     pass
@@ -109,6 +121,8 @@ cdef class Conn:
     def resume_writing(self):
         self.write_paused = False
         self._maybe_resume_reading()
+        if self.streamer is not None:
+            self.streamer.drained()      # a streamed answer may write on
 
     def data_received(self, bytes data):
         if self.closing:
@@ -199,8 +213,14 @@ cdef class Conn:
                 self._abort(E_HTTP_VERSION.closing_frame)
         if self.bad_expect:
             self._abort(E_BAD_EXPECT.closing_frame)
-        if self.content_length > self.srv.lim.max_body_bytes:
-            self._abort(self.srv.body_too_large.closing_frame)
+        if _is_import(self.url):
+            self.body_limit = self.srv.lim.max_import_bytes
+            self.too_large = self.srv.import_too_large
+        else:
+            self.body_limit = self.srv.lim.max_body_bytes
+            self.too_large = self.srv.body_too_large
+        if self.content_length > self.body_limit:
+            self._abort(self.too_large.closing_frame)
         if self.srv.auth.active:
             self.srv.auth.check(self)
             if self.denied is not None and self.expect_continue:
@@ -212,8 +232,8 @@ cdef class Conn:
 
     def on_body(self, bytes body):
         self.body_len += len(body)
-        if self.body_len > self.srv.lim.max_body_bytes:
-            self._abort(self.srv.body_too_large.closing_frame)
+        if self.body_len > self.body_limit:
+            self._abort(self.too_large.closing_frame)
         if self.denied is not None:
             return                # a refused request's body is dropped as it comes
         if self.body1 is None:

@@ -3,7 +3,7 @@
 cdef struct Limits:
     # request size
     Py_ssize_t max_body_bytes, max_value_bytes, max_header_bytes, max_ops, max_seq_count
-    Py_ssize_t max_prefix_delete
+    Py_ssize_t max_prefix_delete, max_import_bytes
     double max_ttl
     # connections
     Py_ssize_t max_pipeline, max_connections

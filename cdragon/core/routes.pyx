@@ -111,8 +111,20 @@ cdef Route R_SEQUENCE = route("/db/{acc}/sequence/{key}", sequence_get, sequence
 cdef Route R_LOCK = route("/db/{acc}/lock/{key}",       lock_get,     lock_take,     NULL,        lock_release).accept(
     post="dur wait owner id", delete="handle owner id force")
 
+# the admin routes are answered later, by Python code (admin.pyx, cdragon/admin.py)
+cdef Route R_ADMIN_ACCOUNTS = route("/admin/accounts",  admin_call,   NULL,          NULL,        NULL)
+cdef Route R_ADMIN_BACKUP = route("/admin/backup",      NULL,         admin_call,    NULL,        NULL)
+cdef Route R_ADMIN_BACKUPS = route("/admin/backups",    admin_call,   NULL,          NULL,        NULL)
+cdef Route R_ADMIN_EXPORT = route("/admin/export",      admin_call,   NULL,          NULL,        NULL).accept(
+    get="acc")
+cdef Route R_ADMIN_IMPORT = route("/admin/import",      NULL,         admin_call,    NULL,        NULL).accept(
+    post="mode")
+
 cdef dict EXACT = {b"/health": R_HEALTH, b"/ready": R_READY,      # whole paths
-                   b"/metrics": R_METRICS}
+                   b"/metrics": R_METRICS,
+                   b"/admin/accounts": R_ADMIN_ACCOUNTS, b"/admin/backup": R_ADMIN_BACKUP,
+                   b"/admin/backups": R_ADMIN_BACKUPS, b"/admin/export": R_ADMIN_EXPORT,
+                   b"/admin/import": R_ADMIN_IMPORT}
 cdef list ACCOUNT_ROOTS = [(b"db", R_DB), (b"watch", R_WATCH)]     # /{root}/{acc}
 cdef dict RESOURCES = {b"kv": R_KV, b"counter": R_COUNTER,        # /db/{acc}/{kind}/{key}
                        b"sequence": R_SEQUENCE, b"lock": R_LOCK}
@@ -156,7 +168,10 @@ cdef Route _find(Request r, bytes path):
         return found
     found = _root(p + 1, root_end - 1) if p[0] == 47 else None
     if found is None:
-        raise E_NO_ROUTE.error()
+        found = EXACT.get(path)       # /admin/...
+        if found is None:
+            raise E_NO_ROUTE.error()
+        return found
     acc_end = _index(p, root_end + 1, n, 47) if found is R_DB else -1
     if acc_end < 0:
         r.acc = path[root_end + 1:]

@@ -19,8 +19,11 @@ cdef class Server:
     cdef readonly Expiry expiry
     cdef readonly Auth auth
     cdef set listers               # big lists in progress (each holds a read snapshot)
+    cdef list ckpt_waiters         # [(batch seq, callback)]: when_checkpointed's callers
+    cdef public object admin       # cdragon.admin.Admin: runs the /admin/* routes
     cdef Limits lim                # the settings the request path reads
     cdef Fixed body_too_large      # 413 for a body over lim.max_body_bytes
+    cdef Fixed import_too_large    # ... and over lim.max_import_bytes (POST /admin/import)
     # counters for tests and metrics
     cdef readonly int64_t commits, committed_requests, checkpoints
     cdef readonly Stats stats          # what /metrics reports (core/stats.pyx)
@@ -39,6 +42,7 @@ cdef class Server:
     # inside
     cdef int _maybe_checkpoint(self) except -1
     cdef int _checkpoint(self) except -1
+    cdef int _wake_ckpt_waiters(self) except -1
     cdef bint _grow(self, int64_t want, bint past_max) except -1
     cdef int _settle(self) except -1
     cdef int _fail_batches(self, object err) except -1

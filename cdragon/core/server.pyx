@@ -17,6 +17,7 @@ cdef int fill_limits(Limits* lim, object cfg) except -1:
     """Copy the settings the request path reads from the Config (where each default
     is defined) into C fields."""
     lim.max_body_bytes = cfg.max_body_bytes
+    lim.max_import_bytes = cfg.max_import_bytes
     lim.max_value_bytes = cfg.max_value_bytes
     lim.max_header_bytes = cfg.max_header_bytes
     lim.max_ops = cfg.max_ops
@@ -51,6 +52,7 @@ cdef class Server:
         self.cfg = cfg
         fill_limits(&self.lim, cfg)
         self.body_too_large = body_too_large(self.lim.max_body_bytes)
+        self.import_too_large = body_too_large(self.lim.max_import_bytes)
         self.store = Store(storage, cfg.max_storage_bytes)
         self.conns = set()
         self.writer_busy = self.kick_scheduled = self.ckpt_busy = False
@@ -64,6 +66,8 @@ cdef class Server:
         self.expiry = Expiry(self)
         self.auth = Auth()
         self.listers = set()
+        self.ckpt_waiters = []
+        self.admin = None
         self.commits = self.committed_requests = self.checkpoints = 0
         self.stats = Stats(cfg)
 
@@ -172,7 +176,7 @@ cdef class Server:
         now = mono_now()
         if now < self.ckpt_retry_at:
             return 0
-        if not (self.shutting_down
+        if not (self.shutting_down or self.ckpt_waiters
                 or st.unapplied_keys >= CHECKPOINT_RECORDS
                 or now - st.unapplied_since >= self.lim.checkpoint_interval
                 or st.pending_bytes() * 4 >= st.max_bytes - st.used_bytes):
@@ -195,6 +199,8 @@ cdef class Server:
         if err is None:
             self.store.applied(seq, used)
             self.checkpoints += 1
+            if self.ckpt_waiters:
+                self._wake_ckpt_waiters()
         elif err == "map_full":
             # these writes are acknowledged: they go into LMDB even past max_storage_bytes
             # (requests are refused 507 well before that; this is the estimate's margin)
@@ -207,6 +213,30 @@ cdef class Server:
             self.ckpt_retry_at = mono_now() + 1.0
             return
         self._maybe_checkpoint()
+
+    def when_checkpointed(self, callback):
+        """callback(lsn) once LMDB holds every batch durable now (so every write
+        acknowledged before this call), forcing a checkpoint if one is needed; `lsn` is
+        the last log record LMDB then holds. For the admin routes (backup, export),
+        which read LMDB from another process."""
+        cdef list unapplied = self.store.unapplied
+        if not unapplied:
+            self.loop.call_soon(callback, self.storage.applied_lsn)
+            return
+        self.ckpt_waiters.append(((<Batch>unapplied[len(unapplied) - 1]).seq, callback))
+        self._maybe_checkpoint()
+
+    cdef int _wake_ckpt_waiters(self) except -1:
+        cdef list unapplied = self.store.unapplied
+        cdef int64_t first = (<Batch>unapplied[0]).seq if unapplied else INT64_MAX
+        cdef list keep = []
+        for target, cb in self.ckpt_waiters:
+            if target < first:
+                self.loop.call_soon(cb, self.storage.applied_lsn)
+            else:
+                keep.append((target, cb))
+        self.ckpt_waiters = keep
+        return 0
 
     cdef bint _grow(self, int64_t want, bint past_max) except -1:
         # LMDB may only resize with no transaction open in the process: the checkpoint
@@ -246,6 +276,8 @@ cdef class Server:
         hw, records = self.storage.load_locks()
         self.locks.reload(err, hw, records)
         self.expiry.restart()
+        if self.ckpt_waiters:
+            self._wake_ckpt_waiters()      # _settle put every durable batch into LMDB
         return 0
 
     # ---- deadlines -----------------------------------------------------------------------
