@@ -1,0 +1,95 @@
+"""The snapshot child (`cdragon _snapshot`): one consistent copy of every LMDB
+sub-database into a .cdbk file in the backup directory, plus its manifest.
+
+It runs in its own process, niced, so that it takes neither the server's GIL nor much
+of its CPU, and so that its long read transaction does not keep the server from
+growing the map (LMDB forbids a resize only while a transaction of the same process is
+open). One read transaction gives one moment: meta `wal_applied` read inside it is the
+last log record the copy holds (Rev), meta `clock` the time of that record's batch.
+The server checkpoints just before starting the child, so Rev covers every write
+acknowledged before the backup was asked for.
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+import time
+
+import lmdb
+
+from cdragon import __version__, wal
+from cdragon.backup import format as fmt
+
+_I64 = struct.Struct("<q")
+_F64 = struct.Struct("<d")
+
+
+def _open_env(data_dir: str):
+    env = lmdb.open(data_dir, readonly=True, lock=True, max_dbs=16, subdir=True, readahead=False)
+    for _ in range(20):
+        try:
+            txn = env.begin(buffers=False)
+            return env, txn
+        except lmdb.MapResizedError:      # the server grew the map meanwhile
+            env.set_mapsize(0)
+    raise RuntimeError("the LMDB map kept growing while the snapshot started")
+
+
+def take(data_dir: str, root: str, level: int = 1) -> dict:
+    """Write backups/<NAME>.cdbk and backups/<NAME>.json under `root`; the manifest."""
+    env, txn = _open_env(data_dir)
+    try:
+        dbs = [env.open_db(name, txn=txn, create=False) for name in wal.DB_NAMES]
+        meta = dbs[wal.DB_NAMES.index(b"meta")]
+        raw = txn.get(b"wal_applied", db=meta)
+        rev = _I64.unpack(raw)[0] if raw else 0
+        raw = txn.get(b"clock", db=meta)
+        when = time.time()
+        write_time = _F64.unpack(raw)[0] if raw else None
+        timeline = (txn.get(b"timeline", db=meta) or b"00000000").decode()
+        name = fmt.backup_name(when, timeline, rev)
+        header = {"Format": fmt.FORMAT, "FormatVersion": fmt.FORMAT_VERSION, "Server": __version__,
+                  "Time": when, "Rev": rev, "WriteTime": write_time, "Timeline": timeline, "Name": name}
+        folder = os.path.join(root, "backups")
+        os.makedirs(folder, exist_ok=True)
+        final = os.path.join(folder, name + ".cdbk")
+        tmp = os.path.join(folder, "." + name + ".cdbk.tmp")
+        try:
+            with open(tmp, "wb") as fh:
+                w = fmt.Writer(fh, header, level)
+                for idx, db in enumerate(dbs):
+                    for k, v in txn.cursor(db):
+                        w.add(idx, k, v)
+                w.finish()
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+    finally:
+        txn.abort()
+        env.close()
+    manifest = dict(header, Bytes=os.path.getsize(final), SHA256=fmt.file_sha256(final), Records=w.count)
+    jtmp = os.path.join(folder, "." + name + ".json.tmp")
+    with open(jtmp, "w") as fh:
+        json.dump(manifest, fh, sort_keys=True)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(jtmp, os.path.join(folder, name + ".json"))
+    wal.fsync_dir(folder)
+    return manifest
+
+
+def child_main(args) -> int:
+    try:
+        os.nice(10)          # the server's requests first
+    except OSError:
+        pass
+    manifest = take(args.data_dir, args.dir, args.level)
+    print(json.dumps(manifest, sort_keys=True))
+    return 0
