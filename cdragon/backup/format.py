@@ -21,6 +21,7 @@ import json
 import re
 import struct
 import time
+import zlib
 
 FORMAT = "cdragon-backup"
 FORMAT_VERSION = 1
@@ -114,7 +115,7 @@ class Reader:
                 raise BadBackup(f"{path}: not a cdragon backup file")
             (n,) = _LEN.unpack(self._take(4))
             self.header = json.loads(self._take(n))
-        except (OSError, EOFError, ValueError, struct.error, gzip.BadGzipFile) as e:
+        except (OSError, EOFError, ValueError, struct.error, gzip.BadGzipFile, zlib.error) as e:
             raise BadBackup(f"{path}: damaged backup file ({e})") from None
 
     def _fill(self, need: int) -> None:
@@ -148,7 +149,7 @@ class Reader:
                 key = self._take(kl)
                 yield db, key, self._take(vl)
                 count += 1
-        except (OSError, EOFError, struct.error, gzip.BadGzipFile, ValueError) as e:
+        except (OSError, EOFError, struct.error, gzip.BadGzipFile, ValueError, zlib.error) as e:
             raise BadBackup(f"{self.path}: damaged backup file ({e})") from None
         if n != count or digest != self.sha.digest():
             raise BadBackup(f"{self.path}: the backup's checksum does not match its contents")
