@@ -107,3 +107,87 @@ def test_sigkill_then_restore_from_s3_alone(server_factory, moto, tmp_path, acc)
     assert before and after
     assert present(c3, acc, before) == before
     assert not present(c3, acc, after)
+
+
+def metric(c, name) -> float:
+    for line in c.get("/metrics").body.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def wal_files(srv) -> list:
+    import os
+    return sorted(n for n in os.listdir(srv.data_dir) if n.startswith("wal-") and n.endswith(".log"))
+
+
+def test_s3_outage_segments_wait_then_shipping_catches_up(server_factory, tmp_path, acc):
+    from s3_helpers import Moto
+    m = Moto(tmp_path / "moto").start()
+    try:
+        bucket = m.new_bucket()
+        env = backup_env(m, bucket, CDRAGON_BACKUP_SHIP_INTERVAL=SHIP, CDRAGON_CHECKPOINT_INTERVAL=0.3)
+        srv = server_factory(env=env)
+        c = srv.client()
+        wait_for("the first backup", lambda: c.get("/admin/backups").json["Backups"])
+        c.db_ok(acc, {"KVSet": [{"Key": "before", "Value": 1}]})
+        wait_for("shipping", lambda: metric(c, "cdragon_backup_shipped_through_record") > 0)
+        m.stop()                                     # S3 goes away
+        value = "x" * 1000
+        for i in range(200):
+            c.db_ok(acc, {"KVSet": [{"Key": f"out-{i}", "Value": value}]})
+        wait_for("a failed upload", lambda: metric(c, "cdragon_backup_ship_failures_total") > 0)
+        time.sleep(1.0)                              # several checkpoints meanwhile
+        assert c.get("/ready").status == 200
+        # checkpointed but unshipped: the segments stay on disk
+        assert metric(c, "cdragon_backup_unshipped_bytes") > 200 * 1000
+        assert len(wal_files(srv)) >= 2
+        shipped = metric(c, "cdragon_backup_shipped_through_record")
+        # S3 comes back on the same port, empty (moto keeps its state in memory)
+        m.start()
+        m.new_bucket(bucket)
+        # the server notices its backup is gone, takes a new one, and ships on by itself
+        wait_for("a new backup", lambda: m.keys(bucket, "cd/backups/"), timeout=60)
+        c.db_ok(acc, {"KVSet": [{"Key": "after", "Value": 2}]})
+        wait_for("catching up", lambda: metric(c, "cdragon_backup_shipped_through_record") > shipped + 1
+                 and metric(c, "cdragon_backup_unshipped_bytes") < 200 * 1000, timeout=60)
+        wait_for("segments deleted once shipped and checkpointed", lambda: len(wal_files(srv)) <= 2)
+        time.sleep(SHIP + MARGIN)
+        srv.kill()
+        dest = tmp_path / "restored"
+        p = cdragon("restore", "--data-dir", dest, env=env)
+        assert p.returncode == 0, p.stderr
+        c2 = server_factory(data_dir=dest).client()
+        keys = ["before", "after"] + [f"out-{i}" for i in range(200)]
+        assert present(c2, acc, keys) == set(keys)
+    finally:
+        m.stop()
+
+
+def test_a_damaged_log_object_fails_restore(server_factory, moto, tmp_path, acc):  # noqa: F811
+    bucket = moto.new_bucket()
+    env = backup_env(moto, bucket, CDRAGON_BACKUP_SHIP_INTERVAL=SHIP)
+    srv = server_factory(env=env)
+    c = srv.client()
+    wait_for("the first backup", lambda: c.get("/admin/backups").json["Backups"])
+    for burst in range(3):
+        for i in range(10):
+            c.db_ok(acc, {"KVSet": [{"Key": f"k{burst}-{i}", "Value": i}]})
+        wait_for("a shipped object", lambda: len(moto.keys(bucket, "cd/wal/")) > burst)
+    srv.kill()
+    keys = sorted(moto.keys(bucket, "cd/wal/"))
+    good = moto.get(bucket, keys[-1])
+    data = bytearray(good)
+    data[-3] ^= 1
+    moto.put(bucket, keys[-1], bytes(data))
+    dest = tmp_path / "d"
+    p = cdragon("restore", "--data-dir", dest, env=env)
+    assert p.returncode == 1 and "damaged" in p.stderr, (keys, p.stdout, p.stderr)
+    assert len(p.stderr.strip().splitlines()) == 1
+    assert not dest.exists()
+    # an object missing from the middle of the chain: a gap, named, and nothing restored
+    moto.put(bucket, keys[-1], good)
+    moto.client().delete_object(Bucket=bucket, Key=keys[1])
+    p = cdragon("restore", "--data-dir", dest, env=env)
+    assert p.returncode == 1 and "gap" in p.stderr, p.stderr
+    assert not dest.exists()
