@@ -234,6 +234,8 @@ def test_restore_refuses_a_non_empty_or_busy_directory(server_factory, moto, tmp
     srv.terminate()
     p = cdragon("restore", "--data-dir", srv.data_dir, "--force", env=env)
     assert p.returncode == 0, p.stderr
+    # its local backups (default backup_dir = <data_dir>/backups) are kept
+    assert os.path.exists(os.path.join(srv.data_dir, "backups", "backups", name + ".cdbk"))
     srv.start()
     check(srv.client(), acc)
 

@@ -74,11 +74,11 @@ def test_sigkill_then_restore_from_s3_alone(server_factory, moto, tmp_path, acc)
                for n in range(3)]
     for t in threads:
         t.start()
-    time.sleep(2.0)
+    time.sleep(1.0)
     mid = time.time()
-    time.sleep(2.0)
+    time.sleep(1.0)
     c.post("/admin/backup")     # a second backup in the middle: restore uses the newest
-    time.sleep(2.0 + SHIP + MARGIN)
+    time.sleep(1.0 + SHIP + MARGIN)
     killed = time.time()
     srv.kill()
     stop.set()
@@ -191,3 +191,48 @@ def test_a_damaged_log_object_fails_restore(server_factory, moto, tmp_path, acc)
     p = cdragon("restore", "--data-dir", dest, env=env)
     assert p.returncode == 1 and "gap" in p.stderr, p.stderr
     assert not dest.exists()
+
+
+def test_unshipped_log_above_its_bound_is_dropped_then_a_new_backup(server_factory, tmp_path, acc):
+    from s3_helpers import Moto
+    m = Moto(tmp_path / "moto").start()
+    try:
+        bucket = m.new_bucket()
+        env = backup_env(m, bucket, CDRAGON_BACKUP_SHIP_INTERVAL=SHIP, CDRAGON_CHECKPOINT_INTERVAL=0.3,
+                         CDRAGON_BACKUP_SHIP_MAX_BYTES=100_000)
+        srv = server_factory(env=env)
+        c = srv.client()
+        wait_for("the first backup", lambda: c.get("/admin/backups").json["Backups"])
+        m.stop()
+        for i in range(300):
+            c.db_ok(acc, {"KVSet": [{"Key": f"out-{i}", "Value": "x" * 1000}]})
+        wait_for("the bound kept", lambda: "dropped it up to record" in srv.log_tail(20000)
+                 and metric(c, "cdragon_backup_unshipped_bytes") <= 100_000, timeout=60)
+        assert c.get("/ready").status == 200
+        m.start()
+        m.new_bucket(bucket)
+        wait_for("a new backup", lambda: m.keys(bucket, "cd/backups/"), timeout=60)
+        c.db_ok(acc, {"KVSet": [{"Key": "after", "Value": 2}]})
+        wait_for("shipping again", lambda: m.keys(bucket, "cd/wal/"), timeout=60)
+        time.sleep(SHIP + MARGIN)
+        srv.kill()
+        dest = tmp_path / "restored"
+        p = cdragon("restore", "--data-dir", dest, env=env)
+        assert p.returncode == 0, p.stderr
+        keys = ["after"] + [f"out-{i}" for i in range(300)]
+        assert present(server_factory(data_dir=dest).client(), acc, keys) == set(keys)
+    finally:
+        m.stop()
+
+
+def test_a_clean_stop_ships_the_last_interval(server_factory, moto, tmp_path, acc):  # noqa: F811
+    bucket = moto.new_bucket()
+    env = backup_env(moto, bucket, CDRAGON_BACKUP_SHIP_INTERVAL=60)   # no interval passes
+    srv = server_factory(env=env)
+    c = srv.client()
+    wait_for("the first backup", lambda: moto.keys(bucket, "cd/backups/"), timeout=90)
+    c.db_ok(acc, {"KVSet": [{"Key": "last", "Value": 1}]})
+    assert srv.terminate() == 0
+    p = cdragon("restore", "--data-dir", tmp_path / "r", env=env)
+    assert p.returncode == 0, p.stderr
+    assert present(server_factory(data_dir=tmp_path / "r").client(), acc, ["last"]) == {"last"}

@@ -287,6 +287,9 @@ def restore(cfg, source: str, data_dir: str, name: str | None, until: float | No
         # swap it in: the old directory aside first, removed only once the new one is in place
         if os.path.isdir(path):
             aside = os.path.join(parent, f".{os.path.basename(path)}.old-{secrets.token_hex(4)}")
+            # the default backup_dir lives in the data directory: its backups stay
+            if os.path.isdir(os.path.join(path, "backups")):
+                os.rename(os.path.join(path, "backups"), os.path.join(out, "backups"))
             os.rename(path, aside)
             os.rename(out, path)
             shutil.rmtree(aside, ignore_errors=True)

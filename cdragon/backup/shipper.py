@@ -64,7 +64,8 @@ class Shipper:
     # ---- the thread ------------------------------------------------------------------
     def _run(self) -> None:
         backoff = 0.0
-        while not self._stop.wait(backoff or self.cfg.backup_ship_interval):
+        delay = 0.0                     # at once: the backup shipping needs is taken at start
+        while not self._stop.wait(delay):
             try:
                 self._bound()
                 self._ensure_backup()
@@ -83,6 +84,7 @@ class Shipper:
                 self._ok = False
             finally:
                 STATE.unshipped_bytes = self.keeper.unshipped_bytes()
+                delay = backoff or self.cfg.backup_ship_interval
 
     def _ensure_backup(self) -> None:
         """A backup of this timeline at or past keeper.gap must exist before shipping."""
