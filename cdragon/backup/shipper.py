@@ -97,8 +97,12 @@ class Shipper:
                 self.covered_rev = max(self.covered_rev, b["Rev"])
         if self.covered_rev >= self.keeper.gap and self.covered_rev >= 0:
             return
-        log.info("log shipping: no backup of timeline %s covers record %d yet; taking one",
-                 self.timeline, self.keeper.gap)
+        if self.keeper.gap:
+            log.info("log shipping: no backup of timeline %s covers record %d (the shipped log has a hole "
+                     "there); taking one", self.timeline, self.keeper.gap)
+        else:
+            log.info("log shipping: no backup of timeline %s in %s yet; taking one first",
+                     self.timeline, self.cfg.backup_s3_url)
         fut = asyncio.run_coroutine_threadsafe(self.service.backup(), self.service.admin.loop)
         try:
             while True:
