@@ -264,3 +264,22 @@ def test_cdragon_backup_command(server_factory, moto, acc):  # noqa: F811
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout)
     assert f"cd/backups/{out['Name']}.json" in moto.keys(bucket)
+
+
+def test_s3_failing_is_502_backup_failed_without_credentials(server_factory, tmp_path, acc):
+    from helpers import free_port
+    env = {"CDRAGON_BACKUP_S3_URL": "s3://nowhere/cd", "CDRAGON_BACKUP_SHIP_LOG": "off",
+           "CDRAGON_BACKUP_S3_ENDPOINT": f"http://127.0.0.1:{free_port()}", **CREDS}
+    srv = server_factory(env=env)
+    c = srv.client()
+    c.db_ok(acc, {"KVSet": [{"Key": "k", "Value": 1}]})
+    body = assert_error(c.post("/admin/backup"), 502, "backup_failed")
+    assert "s3://nowhere/cd" in body["Message"]
+    assert CREDS["AWS_SECRET_ACCESS_KEY"] not in body["Message"] and CREDS["AWS_SECRET_ACCESS_KEY"] not in srv.log_tail(100000)
+    listing = c.get("/admin/backups").json      # S3 down: the local copy, and the error
+    assert listing["LastError"] == body["Message"] and listing["LastSuccess"] is None
+    assert len(listing["Backups"]) == 1 and listing["Backups"][0]["Location"].startswith(srv.data_dir)
+    text = c.get("/metrics").body.decode()
+    assert "cdragon_backup_failures_total 1.0" in text
+    assert "cdragon_backup_last_success_timestamp_seconds 0.0" in text
+    assert c.get("/ready").status == 200

@@ -43,6 +43,9 @@ def add_parsers(sub) -> None:
     s.add_argument("--data-dir", required=True)
     s.add_argument("--dir", required=True)
     s.add_argument("--level", type=int, default=1, choices=(1, 2, 3))
+    s.add_argument("--s3-url", default="")
+    s.add_argument("--s3-endpoint", default="")
+    s.add_argument("--s3-region", default="")
 
 
 def _fail(msg: str, code: int = EXIT_FAIL) -> int:

@@ -127,24 +127,27 @@ class Service:
 
     async def _backup(self) -> dict:
         loop = self.admin.loop
+        from cdragon.admin import ChildFailed
+        from cdragon.backup.snapshot import UPLOAD_FAILED
         await self.admin.checkpoint()
-        raw = await self.admin.run_child("_snapshot", "--data-dir", self.cfg.data_dir,
-                                         "--dir", self.cfg.backups_path())
-        man = json.loads(raw)
-        name = man["Name"]
-        key = fmt.BACKUPS + name + ".cdbk"
-        location = self.local.location(key)
-        s3 = None
+        cfg = self.cfg
+        args = ["_snapshot", "--data-dir", cfg.data_dir, "--dir", cfg.backups_path()]
+        if cfg.backup_s3_url:
+            args += ["--s3-url", cfg.backup_s3_url, "--s3-endpoint", cfg.backup_s3_endpoint,
+                     "--s3-region", cfg.backup_s3_region]
         try:
-            s3 = await loop.run_in_executor(None, self.s3)
-            if s3 is not None:
-                def upload():
-                    s3.put_file(key, self.local.location(key))
-                    s3.put_file(fmt.BACKUPS + name + ".json", self.local.location(fmt.BACKUPS + name + ".json"))
-                await loop.run_in_executor(None, upload)
-                location = s3.location(key)
-        except TargetError as e:
-            raise ApiError(502, "backup_failed", f"upload to {self.cfg.backup_s3_url} failed: {e}") from None
+            man = json.loads(await self.admin.run_child(*args))
+        except ChildFailed as e:
+            if e.line.startswith(UPLOAD_FAILED):
+                raise ApiError(502, "backup_failed", e.line) from None
+            raise
+        name, location = man["Name"], man["Location"]
+        s3 = None
+        if cfg.backup_s3_url:
+            try:
+                s3 = await loop.run_in_executor(None, self.s3)
+            except TargetError as e:
+                raise ApiError(502, "backup_failed", f"{cfg.backup_s3_url}: {e}") from None
         tl = man["Timeline"]
         self.newest[tl] = max(self.newest.get(tl, -1), man["Rev"])
         if self.shipper is not None:
@@ -162,7 +165,15 @@ class Service:
                 "Rev": man["Rev"], "Seconds": 0.0}
 
     def listing(self) -> dict:
-        target = self.s3() or self.local
+        target = self.local
+        if self.cfg.backup_s3_url:
+            try:
+                target = self.s3()
+                target.list(fmt.BACKUPS)
+            except TargetError as e:     # S3 down: what is on local disk, and why
+                log.warning("listing %s failed, listing %s instead: %s", self.cfg.backup_s3_url,
+                            self.local.location(), e)
+                target = self.local
         backups = [{"Name": b["Name"], "Bytes": b["Bytes"], "Time": b["Time"],
                     "Location": target.location(b["Key"])} for b in list_backups(target)]
         return {"Backups": backups, "LastSuccess": STATE.last_success or None,
@@ -208,8 +219,4 @@ async def admin_backup(admin, params: dict):
 
 async def admin_backups(admin, params: dict):
     _no_params(params, "GET /admin/backups")
-    svc = _service(admin)
-    try:
-        return 200, await admin.loop.run_in_executor(None, svc.listing)
-    except TargetError as e:
-        raise ApiError(502, "backup_failed", f"listing {svc.cfg.backup_s3_url} failed: {e}") from None
+    return 200, await admin.loop.run_in_executor(None, _service(admin).listing)

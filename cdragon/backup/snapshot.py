@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import sys
 import time
 
 import lmdb
@@ -85,11 +86,36 @@ def take(data_dir: str, root: str, level: int = 1) -> dict:
     return manifest
 
 
+UPLOAD_FAILED = "upload failed: "     # how the server tells a store's failure (502) from others
+
+
+def upload(manifest: dict, root: str, url: str, endpoint: str, region: str) -> str:
+    """Upload the .cdbk, then its manifest (the backup exists once that is there); the
+    .cdbk's location."""
+    from cdragon.backup.targets import LocalTarget, S3Target
+    local = LocalTarget(root)
+    s3 = S3Target(url, endpoint, region)
+    key = fmt.BACKUPS + manifest["Name"]
+    s3.put_file(key + ".cdbk", local.location(key + ".cdbk"))
+    s3.put_file(key + ".json", local.location(key + ".json"))
+    return s3.location(key + ".cdbk")
+
+
 def child_main(args) -> int:
+    """Snapshot and, with --s3-url, upload, all in this (niced) process: the server's
+    process only waits. Prints the manifest with its Location as one JSON line."""
+    from cdragon.backup.targets import LocalTarget, TargetError
     try:
         os.nice(10)          # the server's requests first
     except OSError:
         pass
     manifest = take(args.data_dir, args.dir, args.level)
+    manifest["Location"] = LocalTarget(args.dir).location(fmt.BACKUPS + manifest["Name"] + ".cdbk")
+    if args.s3_url:
+        try:
+            manifest["Location"] = upload(manifest, args.dir, args.s3_url, args.s3_endpoint, args.s3_region)
+        except TargetError as e:
+            print(f"{UPLOAD_FAILED}{args.s3_url}: {e}", file=sys.stderr)
+            return 1
     print(json.dumps(manifest, sort_keys=True))
     return 0
