@@ -254,7 +254,15 @@ def test_backups_list_and_restore_from_a_directory(server_factory, moto, tmp_pat
     check(server_factory(data_dir=dest).client(), acc)
     p = cdragon("restore", "--data-dir", tmp_path / "none", "--from", local, "--name", "nope")
     assert p.returncode == 1 and "no backup named nope" in p.stderr
+    p = cdragon("restore", "--data-dir", tmp_path / "none", "--from", local, "--until", "yesterday")
+    assert p.returncode == 1 and "not an ISO 8601 time" in p.stderr
+    p = cdragon("restore", "--data-dir", tmp_path / "none", "--from", local, "--until", "2001-01-01T00:00:00")
+    assert p.returncode == 1 and "no backup" in p.stderr and "2001-01-01T00:00:00.000Z" in p.stderr, p.stderr
     assert not (tmp_path / "none").exists()
+    # an ISO time with a zone, after the backup: restored
+    p = cdragon("restore", "--data-dir", tmp_path / "iso", "--from", local, "--until",
+                time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() + 60)))
+    assert p.returncode == 0, p.stderr
 
 
 def test_cdragon_backup_command(server_factory, moto, acc):  # noqa: F811

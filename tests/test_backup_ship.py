@@ -8,7 +8,7 @@ import time
 
 from helpers import Client
 from s3_helpers import backup_env, moto  # noqa: F401  (fixture)
-from test_backup import cdragon
+from test_backup import cdragon, present
 
 SHIP = 0.5          # backup_ship_interval in these tests
 MARGIN = 3.0        # + upload time, generously: timing never decides pass/fail here
@@ -49,15 +49,6 @@ def load(port, acc, stop, acks, handles, tag):
                 break
         i += 1
     c.close()
-
-
-def present(c, acc, keys) -> set:
-    found = set()
-    keys = list(keys)
-    for i in range(0, len(keys), 500):
-        out = c.db_ok(acc, {"KVGet": keys[i:i + 500]})["KV"]
-        found |= {e["Key"] for e in out if "Value" in e}
-    return found
 
 
 def test_sigkill_then_restore_from_s3_alone(server_factory, moto, tmp_path, acc):  # noqa: F811
