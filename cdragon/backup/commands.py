@@ -3,9 +3,6 @@
 cdragon.cli calls add_parsers() and, for these commands, run()."""
 from __future__ import annotations
 
-import argparse
-import json
-import os
 import sys
 
 COMMANDS = ("backup", "backups", "restore", "_snapshot")
@@ -15,9 +12,8 @@ EXIT_OK, EXIT_FAIL, EXIT_CONFIG, EXIT_BUSY = 0, 1, 2, 3
 def add_parsers(sub) -> None:
     b = sub.add_parser("backup", help="take a backup now on the running server (POST /admin/backup)",
                        description="Ask the running server for a backup and print its answer (JSON).")
-    b.add_argument("--url", help="the server's URL (default: http(s)://<listen> of the config)")
-    b.add_argument("--token", help="an admin token (default: $CDRAGON_TOKEN)")
-    b.add_argument("--config", metavar="FILE", help="TOML config file (as `serve`)")
+    from cdragon.importer import client_args
+    client_args(b)                      # --url, --token, --config: as export and import
     bs = sub.add_parser("backups", help="list the backups and the shipped log",
                         description="`cdragon backups list [--from s3://BUCKET/PREFIX|DIR]`.")
     bsub = bs.add_subparsers(dest="backups_cmd", metavar="SUBCOMMAND", required=True)
@@ -58,33 +54,18 @@ def _config(args, **overrides):
     return load(getattr(args, "config", None), overrides=overrides)
 
 
-def _backup_now(args, cfg) -> int:
-    import http.client
-    import ssl
-    from urllib.parse import urlsplit
-    url = args.url or f"{'https' if cfg.tls_cert_file else 'http'}://{cfg.listen}"
-    u = urlsplit(url)
-    token = args.token or os.environ.get("CDRAGON_TOKEN", "")
-    cls = http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection
-    kw = {"context": ssl.create_default_context()} if u.scheme == "https" else {}
-    conn = cls(u.hostname, u.port or (443 if u.scheme == "https" else 80), timeout=3600, **kw)
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    try:
-        conn.request("POST", (u.path.rstrip("/") or "") + "/admin/backup", headers=headers)
-        resp = conn.getresponse()
-        body = resp.read()
-    except OSError as e:
-        return _fail(f"cannot reach {url}: {e.strerror or e}")
-    finally:
+def _backup_now(args) -> int:
+    # the client side of export and import (cdragon.importer) talks to the server
+    from cdragon import importer
+
+    def post(a) -> int:
+        conn, resp = importer._request(a, "POST", "/admin/backup")
+        if resp.status != 200:
+            raise importer._Failed(f"backup failed: {importer._error_text(resp)}")
+        print(resp.read().decode())
         conn.close()
-    if resp.status != 200:
-        try:
-            msg = json.loads(body).get("Message", "")
-        except ValueError:
-            msg = body[:200].decode("utf-8", "replace")
-        return _fail(f"backup failed: {resp.status} {msg}")
-    print(body.decode())
-    return EXIT_OK
+        return EXIT_OK
+    return importer._run(post, args)
 
 
 def run(args) -> int:
@@ -93,12 +74,12 @@ def run(args) -> int:
     if args.cmd == "_snapshot":
         from cdragon.backup import snapshot
         return snapshot.child_main(args)
+    if args.cmd == "backup":
+        return _backup_now(args)
     try:
         cfg = _config(args, data_dir=getattr(args, "data_dir", None))
     except ConfigError as e:
         return _fail(f"config error: {e}", EXIT_CONFIG)
-    if args.cmd == "backup":
-        return _backup_now(args, cfg)
     from cdragon.backup import restore
     source = args.source or cfg.backup_s3_url or cfg.backups_path()
     try:
