@@ -37,6 +37,8 @@ MAX_BACKOFF = 60.0
 
 
 class Shipper:
+    """The shipper thread of one server (see the module text)."""
+
     def __init__(self, service, storage, cfg):
         self.service = service
         self.storage = storage
