@@ -243,7 +243,8 @@ def main() -> int:
         shutil.rmtree(work, ignore_errors=True)
     report(rows, "backup", "Backups", "bench/backup.py",
            "Server (and its niced snapshot child) on CPU 0; wrk, the filler and moto's S3 server on CPU 1; "
-           f"data on the real disk. {SIZE / 2**30:.2f} GiB asked for (BACKUP_BYTES).")
+           f"data on the real disk. {SIZE / 2**30:.2f} GiB asked for (BACKUP_BYTES). The machine may be shared: "
+           "the writers' rate can drift between rounds, so compare the two rows of one round.")
     return 0
 
 
