@@ -111,6 +111,8 @@ def _parser() -> argparse.ArgumentParser:
                      help='comma-separated accounts or "prefix-*" patterns, "*" for all (default *; '
                      "ignored for metrics and admin)")
     new.add_argument("--access", required=True, choices=("read", "write", "metrics", "admin"))
+    from cdragon import shard
+    shard.add_parsers(sub)
     return p
 
 
@@ -248,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
         return _check_config(args.file or args.config)
     if args.cmd == "token":
         return _token_new(args)
+    if args.cmd in ("haproxy-config", "shard"):
+        from cdragon import shard
+        return shard.main(args)
     from cdragon import tokens
     try:
         cfg = load(args.config, overrides={"listen": args.listen, "data_dir": args.data_dir})
