@@ -450,3 +450,82 @@ def test_the_long_polls_through_haproxy_were_not_cut(cluster):
     home = servers[2].client()
     assert home.get(f"/db/{polls.lock_acc}/lock/L").json["Locked"] is True
     home.close()
+
+
+# --------------------------------------------------------------------------- install.sh
+
+
+def _free_port_pair() -> int:
+    """A port P with P+1 free too (install.sh numbers instances from FIRST_PORT up)."""
+    import socket
+    for _ in range(100):
+        p = free_port()
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", p + 1))
+            except OSError:
+                continue
+        return p
+    raise RuntimeError("no two consecutive free ports")
+
+
+def test_install_sh_instances_writes_haproxy_config_and_pins_before_growing(tmp_path):
+    fake = tmp_path / "cdragon"
+    fake.write_text(f"#!/bin/sh\nexec {sys.executable} -m cdragon \"$@\"\n")
+    fake.chmod(0o755)
+    dest = tmp_path / "root"
+    first = _free_port_pair()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CDRAGON_")}
+    env.update(DESTDIR=str(dest), PYTHONPATH=str(REPO), FIRST_PORT=str(first))
+
+    def install(*args, ok=True):
+        p = subprocess.run(["sh", str(REPO / "packaging/install.sh"), *args, str(fake)],
+                           capture_output=True, text=True, env=env, timeout=120, stdin=subprocess.DEVNULL)
+        assert (p.returncode == 0) == ok, p.stdout + p.stderr
+        return p
+
+    for bad in (["--instances", "0"], ["--instances", "x"], ["--instances"], ["--nope"]):
+        p = install(*bad, ok=False)
+        assert "install.sh: error:" in p.stderr, p.stderr
+    assert not dest.exists()
+
+    install("--instances", "2")
+    cfg = dest / "etc/haproxy/haproxy.cfg"
+    pins_file = dest / "etc/haproxy/cdragon-pins.map"
+    text = cfg.read_text()
+    names = [str(first), str(first + 1)]
+    assert f"# cdragon-servers: --server {names[0]}=127.0.0.1:{first} --server {names[1]}=127.0.0.1:{first + 1}\n" in text
+    assert "bind 127.0.0.1:8080" in text and "map(/etc/haproxy/cdragon-pins.map)" in text
+    assert pins.read(str(pins_file)) == {}
+    assert (dest / "usr/local/bin/cdragon").exists() and (dest / "etc/cdragon/cdragon.toml").exists()
+    staged = tmp_path / "staged.cfg"           # haproxy -c needs the map where it is named
+    staged.write_text(text.replace("/etc/haproxy/cdragon-pins.map", str(pins_file)))
+    check = subprocess.run(["haproxy", "-c", "-f", str(staged)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+    # growing to 3 while the 2 serve: the accounts they hold are pinned first
+    servers = []
+    for i in range(2):
+        srv = Server(tmp_path / f"data{i}", tmp_path / f"logs{i}", keep_port=True)
+        srv.port = first + i
+        servers.append(srv.start())
+    try:
+        accounts = accounts_on(2, 10, "inst")
+        for acc in accounts:
+            c = servers[haproxy_cfg.slot(acc, 2)].client()
+            c.db_ok(acc, {"KVSet": [{"Key": "k", "Value": 1}]})
+            c.close()
+        out = install("--instances", "3").stdout
+        assert "pinning every existing account" in out, out
+        assert pins.read(str(pins_file)) == {acc: names[haproxy_cfg.slot(acc, 2)] for acc in accounts}
+        assert f"--server {first + 2}=127.0.0.1:{first + 2}" in cfg.read_text()
+        before = cfg.read_text()
+        install("--instances", "3")            # the same instances again: nothing to pin
+        assert cfg.read_text() == before
+    finally:
+        for s in servers:
+            s.kill()
+    # growing again with the instances down: refused, nothing changed
+    p = install("--instances", "4", ok=False)
+    assert "pin-all failed" in p.stderr, p.stderr
+    assert cfg.read_text() == before

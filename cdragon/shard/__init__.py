@@ -51,6 +51,9 @@ def add_parsers(sub) -> None:
     _topology_args(hc, f"where HAProxy serves its runtime API (default {haproxy_cfg.DEFAULT_SOCKET})")
     hc.add_argument("--bind", metavar="ADDR:PORT", default=haproxy_cfg.DEFAULT_BIND,
                     help=f"where HAProxy listens (default {haproxy_cfg.DEFAULT_BIND})")
+    hc.add_argument("--user", metavar="NAME",
+                    help="run HAProxy as this user and its group of the same name once it has "
+                    "set up (install.sh passes Debian's `haproxy`; default: no change)")
     shard = sub.add_parser("shard", help="manage which instance holds which account",
                            description="Account placement behind HAProxy (docs/SCALE-OUT.md).")
     ssub = shard.add_subparsers(dest="shard_cmd", metavar="SUBCOMMAND", required=True)
@@ -60,9 +63,10 @@ def add_parsers(sub) -> None:
         "the instance it is on: in the pins file, then in the running HAProxy through its "
         "runtime API (no reload). Run it before adding an instance, so that only new accounts "
         "hash onto the new one. Pins of accounts found nowhere are kept. An account found on "
-        "two instances is an error (nothing is changed). Exit 0 when done, 1 on a failure "
-        "(the pins file is still written when only HAProxy could not be told), 2 on bad "
-        "arguments.")
+        "two instances is an error (nothing is changed). When no HAProxy listens on --socket, "
+        "only the file is written (HAProxy reads it when it starts). Exit 0 when done, 1 on a "
+        "failure (the pins file is still written when only HAProxy could not be told), 2 on "
+        "bad arguments.")
     _topology_args(pa, "HAProxy's runtime API socket (the --socket of haproxy-config; default "
                    f"{haproxy_cfg.DEFAULT_SOCKET})")
     pa.add_argument("--token", help="an admin token for the instances (default: $CDRAGON_TOKEN)")
@@ -86,7 +90,7 @@ def main(args) -> int:
 def _haproxy_config(args) -> int:
     instances = haproxy_cfg.parse_servers(args.server)
     pins_path, socket_path = os.path.abspath(args.pins), os.path.abspath(args.socket)
-    text = haproxy_cfg.render(instances, args.bind, pins_path, socket_path)
+    text = haproxy_cfg.render(instances, args.bind, pins_path, socket_path, args.user)
     pins.ensure(pins_path)
     sys.stdout.write(text)
     return EXIT_OK
@@ -146,6 +150,10 @@ def _pin_all(args) -> int:
                 if haproxy_cfg.hashed_instance(acc, instances).name != name)
     print(f"pinned {len(where)} accounts in {pins_path} ({moved} of them away from their hash "
           f"slot; {len(everything)} pins in all)")
+    if not runtime.listening(socket_path):
+        print(f"HAProxy is not running (nothing listens at {socket_path}): it reads the pins "
+              "file when it starts")
+        return EXIT_OK
     try:
         runtime.replace_map(socket_path, pins_path, everything)
     except runtime.HAProxyError as e:

@@ -39,6 +39,20 @@ def command(socket_path: str, line: str, timeout: float = 10.0) -> str:
     return b"".join(chunks).decode("utf-8", "replace")
 
 
+def listening(socket_path: str) -> bool:
+    """Whether a HAProxy serves its runtime API there (a socket file left by a stopped
+    one refuses the connection)."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(5)
+            s.connect(socket_path)
+    except (FileNotFoundError, ConnectionRefusedError):
+        return False
+    except OSError:
+        return True           # there, but unusable (permissions...): command() says why
+    return True
+
+
 def _check_quiet(answer: str, what: str) -> None:
     """`add map`, `set map` and `commit map` say nothing when they succeed."""
     if answer.strip():
