@@ -13,6 +13,7 @@ cdragon.dump (accounts, export, import) and cdragon.backup (backups).
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import os
 import sys
@@ -24,6 +25,16 @@ from cdragon._core import ApiError
 log = logging.getLogger("cdragon")
 
 _CHUNK = 256 * 1024        # bytes read from a streaming child at a time
+
+# route template -> (module, function)
+_ROUTES = {
+    "/admin/accounts": ("cdragon.dump", "admin_accounts"),
+    "/admin/export": ("cdragon.dump", "admin_export"),
+    "/admin/import": ("cdragon.dump", "admin_import"),
+    "/admin/backup": ("cdragon.backup", "admin_backup"),
+    "/admin/backups": ("cdragon.backup", "admin_backups"),
+    "/admin/freeze": ("cdragon.moving", "admin_freeze"),
+}
 
 
 class Admin:
@@ -45,19 +56,17 @@ class Admin:
 
     async def _answer(self, template, method, params, body, reply) -> None:
         try:
-            if body and method != "POST":
+            if body and template != "/admin/import":
                 raise ApiError(400, "bad_request", f"{method} {template} takes no body")
-            handler = self._handlers().get(template)
-            if handler is None:
-                raise ApiError(404, "no_route", "no such route")
+            handler = self._handler(template)
             if template == "/admin/export":
                 await handler(self, params, reply)
                 return
             if template == "/admin/import":
                 status, out = await handler(self, params, body)
+            elif template == "/admin/freeze":
+                status, out = await handler(self, method, params)
             else:
-                if body:
-                    raise ApiError(400, "bad_request", f"{method} {template} takes no body")
                 status, out = await handler(self, params)
             reply.send(status, ujson.dumps(out, ensure_ascii=False, escape_forward_slashes=False).encode())
         except ApiError as e:
@@ -73,16 +82,11 @@ class Admin:
                 reply.abort()
 
     @staticmethod
-    def _handlers() -> dict:
-        # imported here: the route modules are cold, and load boto3 and friends
-        from cdragon import backup, dump
-        return {
-            "/admin/accounts": dump.admin_accounts,
-            "/admin/export": dump.admin_export,
-            "/admin/import": dump.admin_import,
-            "/admin/backup": backup.admin_backup,
-            "/admin/backups": backup.admin_backups,
-        }
+    def _handler(template: str):
+        """The route's handler, imported on first use: the route modules are cold, and
+        some load boto3 and friends."""
+        where = _ROUTES[template]
+        return getattr(importlib.import_module(where[0]), where[1])
 
     # ---- shared by the handlers ----------------------------------------------------------
     async def checkpoint(self) -> int:
@@ -148,6 +152,9 @@ class Admin:
                 err = await proc.stderr.read()
                 raise ChildFailed(args[0], proc.returncode, err)
             reply.start(content_type)
+            if reply.is_head:                  # the head is all: the child is stopped (finally)
+                reply.end()
+                return
             data = first
             while data:
                 if not reply.alive:

@@ -33,7 +33,7 @@ import uvloop
 from cdragon import __version__
 from cdragon.admin import Admin
 from cdragon._core import Server
-from cdragon import datadir, logs, sd_notify, tls
+from cdragon import datadir, logs, moving, sd_notify, tls
 from cdragon.config import Config
 from cdragon.tokens import load as load_tokens
 from cdragon.datadir import DataDirUnusable
@@ -105,6 +105,7 @@ class Runner:
         asyncio.set_event_loop(self.loop)
         self.server = Server(self.loop, self.storage, cfg, __version__)
         self.server.admin = Admin(self.server, cfg, self.storage, self.loop, self)
+        moving.load(self.server, cfg.data_dir)
         self._set_tokens(tokens or [])
         if config_path:
             self.reload_steps.append(("tokens", lambda: self._set_tokens(load_tokens(config_path))))

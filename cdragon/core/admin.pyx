@@ -23,6 +23,11 @@ cdef class AdminReply:
                 and self.conn.q[0] is self.slot)
 
     @property
+    def is_head(self):
+        """A HEAD request: the answer's head alone."""
+        return self.head
+
+    @property
     def streaming(self):
         """start() has sent the head: an error can now only cut the connection."""
         return self.started
@@ -123,3 +128,12 @@ cdef int admin_call(Server srv, Request r) except -1:
     rep.slot = c.reserve(rep, r.head)
     srv.admin.handle(r.route.template, METHOD_NAMES[r.method], r.params(), r.body, rep)
     return 0
+
+
+def checked_account(str acc):
+    """An account named in an admin route's query (?acc=A) as bytes, under the rules of
+    an account in a path; 400 bad_account otherwise."""
+    cdef bytes raw = acc.encode("utf-8", "surrogateescape")
+    if not account_ok(raw):
+        raise E_BAD_ACCOUNT.error()
+    return raw

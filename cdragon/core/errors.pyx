@@ -85,6 +85,8 @@ cdef Fixed E_TOO_MANY_WATCHERS = Fixed(429, "too_many", "too many watchers", RET
 cdef Fixed E_STORAGE_FULL = Fixed(507, "storage_full", STORAGE_FULL_MSG)
 cdef Fixed E_NOT_READY_FULL = Fixed(503, "storage_full", STORAGE_FULL_MSG)       # /ready
 cdef Fixed E_SHUTTING_DOWN = Fixed(503, "shutting_down", "the server is shutting down")
+# an account frozen for `cdragon shard move`: its writes wait for the new instance
+cdef Fixed E_MOVING = Fixed(503, "moving", "this account is moving to another instance: retry in a second", RETRY_1)
 
 
 cdef object commit_failed(str why):

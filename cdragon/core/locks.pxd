@@ -40,6 +40,7 @@ cdef class LockTable:
     cdef list encode(self, Batch b)
     cdef int reload(self, object err, int64_t hw, list records) except -1
     cdef int shutdown(self) except -1
+    cdef int moving(self, bytes acc) except -1
     # POST /db with LockID / UnlockID, and the REST routes
     cdef int begin(self, Server srv, Request r, Txn t) except -1
     cdef int rest_get(self, Request r) except -1
@@ -71,4 +72,4 @@ cdef class LockTable:
     cdef int _answer_error(self, Waiter w, object err) except -1
     cdef int _grant_next(self, Lock L, double nm) except -1
     cdef bytes _lock_body(self, Lock L)
-    cdef int _answer_all_waiters(self, object err) except -1
+    cdef int _answer_all_waiters(self, object err, bytes acc=*) except -1

@@ -363,11 +363,13 @@ cdef class LockTable:
         return 1
 
     # ---- shutdown and failure -------------------------------------------------------------
-    cdef int _answer_all_waiters(self, object err) except -1:
+    cdef int _answer_all_waiters(self, object err, bytes acc=None) except -1:
+        """Answer every waiter (of the account `acc`'s locks only, if given) with err."""
         cdef Lock L
         cdef Waiter w
+        cdef bytes head = None if acc is None else acc + b"\0"
         for L in list(self.locks.values()):
-            if L.nwait:
+            if L.nwait and (head is None or L.k.startswith(head)):
                 for w in L.waiters:
                     if w.live:
                         self._unpark(w)
@@ -379,6 +381,10 @@ cdef class LockTable:
 
     cdef int shutdown(self) except -1:
         return self._answer_all_waiters(E_SHUTTING_DOWN.error())
+
+    cdef int moving(self, bytes acc) except -1:
+        """The account is frozen for a move: its lock waiters get 503 moving."""
+        return self._answer_all_waiters(E_MOVING.error(), acc)
 
     cdef int reload(self, object err, int64_t hw, list records) except -1:
         """After a failed commit: answer the waiters with that commit's error, then

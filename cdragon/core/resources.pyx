@@ -11,6 +11,8 @@ cdef int db_post(Server srv, Request r) except -1:
         t = parse_txn(r.acc, parse_json(r.body), srv)
     if r.conn.read_only and not read_only_txn(t):
         raise E_READ_ONLY.error()
+    if r.moving and not read_only_txn(t):
+        raise E_MOVING.error()
     if t.lock_id is not None or t.unlock_id is not None:
         return srv.locks.begin(srv, r, t)
     wrote = run_txn(t, srv.store, srv)

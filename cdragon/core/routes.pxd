@@ -30,5 +30,6 @@ cdef class Request:
     cdef bytes body
     cdef bint head
     cdef dict _params       # query parameters (checked against the route's)
+    cdef bint moving        # the account is frozen for a move: the body may only read
 
     cdef dict params(self)

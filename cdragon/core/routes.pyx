@@ -119,12 +119,14 @@ cdef Route R_ADMIN_EXPORT = route("/admin/export",      admin_call,   NULL,     
     get="acc")
 cdef Route R_ADMIN_IMPORT = route("/admin/import",      NULL,         admin_call,    NULL,        NULL).accept(
     post="mode")
+cdef Route R_ADMIN_FREEZE = route("/admin/freeze",      admin_call,   admin_call,    NULL,        admin_call).accept(
+    post="acc", delete="acc")
 
 cdef dict EXACT = {b"/health": R_HEALTH, b"/ready": R_READY,      # whole paths
                    b"/metrics": R_METRICS,
                    b"/admin/accounts": R_ADMIN_ACCOUNTS, b"/admin/backup": R_ADMIN_BACKUP,
                    b"/admin/backups": R_ADMIN_BACKUPS, b"/admin/export": R_ADMIN_EXPORT,
-                   b"/admin/import": R_ADMIN_IMPORT}
+                   b"/admin/import": R_ADMIN_IMPORT, b"/admin/freeze": R_ADMIN_FREEZE}
 cdef list ACCOUNT_ROOTS = [(b"db", R_DB), (b"watch", R_WATCH)]     # /{root}/{acc}
 cdef dict RESOURCES = {b"kv": R_KV, b"counter": R_COUNTER,        # /db/{acc}/{kind}/{key}
                        b"sequence": R_SEQUENCE, b"lock": R_LOCK}
@@ -230,6 +232,10 @@ cdef int route_request(Server srv, Conn conn, bytes method, bytes url, bytes bod
             raise ApiError(405, "method_not_allowed", found.allow_message, None, found.allow)
         if srv.shutting_down and not found.in_shutdown[m]:
             raise E_SHUTTING_DOWN.error()
+        if srv.frozen and found.writes[m] and r.acc in srv.frozen:
+            if found is not R_DB:
+                raise E_MOVING.error()
+            r.moving = True          # a POST /db that only reads is still served (db_post)
         if r.query is not None:
             check_params(r)
         h(srv, r)

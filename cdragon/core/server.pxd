@@ -21,6 +21,7 @@ cdef class Server:
     cdef set listers               # big lists in progress (each holds a read snapshot)
     cdef list ckpt_waiters         # [(batch seq, callback)]: when_checkpointed's callers
     cdef public object admin       # cdragon.admin.Admin: runs the /admin/* routes
+    cdef set frozen                # accounts whose writes are refused (shard move)
     cdef Limits lim                # the settings the request path reads
     cdef Fixed body_too_large      # 413 for a body over lim.max_body_bytes
     cdef Fixed import_too_large    # ... and over lim.max_import_bytes (POST /admin/import)

@@ -67,6 +67,7 @@ cdef class Server:
         self.auth = Auth()
         self.listers = set()
         self.ckpt_waiters = []
+        self.frozen = set()
         self.admin = None
         self.commits = self.committed_requests = self.checkpoints = 0
         self.stats = Stats(cfg)
@@ -214,24 +215,49 @@ cdef class Server:
             return
         self._maybe_checkpoint()
 
+    # ---- accounts frozen for a move (cdragon shard move) ------------------------------------
+    def freeze(self, bytes acc):
+        """Refuse the account's writes (503 moving, Retry-After: 1) from now on; its
+        reads are still served. Its lock waiters and parked watchers are answered 503
+        moving at once."""
+        self.frozen.add(acc)
+        self.locks.moving(acc)
+        self.watches.moving(acc)
+
+    def thaw(self, bytes acc):
+        self.frozen.discard(acc)
+
+    @property
+    def frozen_accounts(self):
+        return sorted(self.frozen)
+
     def when_checkpointed(self, callback):
-        """callback(lsn) once LMDB holds every batch durable now (so every write
-        acknowledged before this call), forcing a checkpoint if one is needed; `lsn` is
-        the last log record LMDB then holds. For the admin routes (backup, export),
-        which read LMDB from another process."""
-        cdef list unapplied = self.store.unapplied
-        if not unapplied:
+        """callback(lsn) once LMDB holds every write accepted before this call (the
+        acknowledged ones, and those still on their way to the log), forcing
+        checkpoints as needed; `lsn` is the last log record LMDB then holds. For the
+        admin routes (backup, export, a move), which read LMDB from another process."""
+        cdef Store st = self.store
+        cdef list unapplied = st.unapplied
+        cdef int64_t target = 0
+        if not st.open_batch.empty():
+            target = st.open_batch.seq
+        elif st.inflight is not None:
+            target = st.inflight.seq
+        elif unapplied:
+            target = (<Batch>unapplied[len(unapplied) - 1]).seq
+        if target == 0:
             self.loop.call_soon(callback, self.storage.applied_lsn)
             return
-        self.ckpt_waiters.append(((<Batch>unapplied[len(unapplied) - 1]).seq, callback))
+        self.ckpt_waiters.append((target, callback))
         self._maybe_checkpoint()
 
     cdef int _wake_ckpt_waiters(self) except -1:
         cdef list unapplied = self.store.unapplied
         cdef int64_t first = (<Batch>unapplied[0]).seq if unapplied else INT64_MAX
+        cdef int64_t durable = self.store.durable_seq
         cdef list keep = []
         for target, cb in self.ckpt_waiters:
-            if target < first:
+            if target <= durable and target < first:
                 self.loop.call_soon(cb, self.storage.applied_lsn)
             else:
                 keep.append((target, cb))

@@ -34,6 +34,7 @@ cdef class WatchHub:
     cdef int deleted(self, bytes acc, bytes k, int64_t rev) except -1
     cdef int committed(self, Batch b) except -1
     cdef int shutdown(self) except -1
+    cdef int moving(self, bytes acc) except -1
     # starting and ending watches
     cdef int begin_post(self, Server srv, Request r) except -1
     cdef int begin_get(self, Server srv, Request r) except -1

@@ -186,7 +186,10 @@ cdef class WatchHub:
         return 0
 
     cdef Watcher _new(self, Request r, double timeout, int64_t version):
-        cdef Watcher w = Watcher.__new__(Watcher)
+        cdef Watcher w
+        if self.srv.frozen and r.acc in self.srv.frozen:
+            raise E_MOVING.error()      # it would wait here for writes that go elsewhere
+        w = Watcher.__new__(Watcher)
         w.hub = self
         w.conn = r.conn
         w.ver = version
@@ -308,6 +311,23 @@ cdef class WatchHub:
                 w.conn.deliver(w.slot, data, now)
         if keep is not None:
             self.keys[k] = keep
+
+    cdef int moving(self, bytes acc) except -1:
+        """The account is frozen for a move: its watchers are answered 503 moving, and
+        watch again (through HAProxy, on the account's new instance) a second later."""
+        cdef Watcher w
+        cdef bytes head = acc + b"\0"
+        cdef list mine = []
+        for k, group in self.keys.items():
+            if (<bytes>k).startswith(head):
+                mine.extend(group)
+        for group in (self.prefixes.get(acc) or {}).values():
+            mine.extend(group)
+        for w in mine:
+            if w.live:
+                self.remove(w)
+                w.conn.fill(w.slot, error_response(E_MOVING.error(), w.slot.close, w.slot.head), 0)
+        return 0
 
     cdef int shutdown(self) except -1:
         """Answer every watcher at once with its current state (and close)."""
