@@ -20,9 +20,7 @@ a second instance gives when the load generator and HAProxy use the same cores (
 from __future__ import annotations
 
 import os
-import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -30,16 +28,13 @@ import time
 import urllib.request
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
-REPO = BENCH.parent
-PY = str(REPO / ".venv" / "bin" / "python")
-sys.path.insert(0, str(BENCH))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ports import free_port               # noqa: E402
 from sections import replace_section      # noqa: E402
+# the same paths, DURATION and CONNECTIONS knobs, stop and wrk parsing as bench/tls.py
+from tls import BENCH, CONNECTIONS, DURATION, PY, REPO, stop, wrk_summary   # noqa: E402
 
-DURATION = int(os.environ.get("DURATION", "10"))
-CONNECTIONS = int(os.environ.get("CONNECTIONS", "400"))
 LIGHT = int(os.environ.get("LIGHT", "4"))
 LOADS = [("write", "accounts_add.lua", CONNECTIONS), ("read", "accounts_get.lua", CONNECTIONS),
          ("light", "accounts_get.lua", LIGHT)]
@@ -57,16 +52,6 @@ def _wait_http(port: int, path: str, proc: subprocess.Popen, what: str) -> None:
             pass
         time.sleep(0.05)
     raise RuntimeError(f"{what} did not answer on {port}")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 def _taskset(cpus: str | None) -> list[str]:
@@ -112,7 +97,7 @@ class Setup:
 
     def close(self):
         for p in reversed(self.procs):
-            _stop(p)
+            stop(p)
         for d in self.dirs:
             shutil.rmtree(d, ignore_errors=True)
 
@@ -120,14 +105,7 @@ class Setup:
 def wrk(port: int, cpu: str | None, script: str, connections: int) -> dict:
     cmd = _taskset(cpu) + ["wrk", "-t1", f"-c{connections}", f"-d{DURATION}s", "--timeout", "5s",
                            "-s", str(BENCH / "lua" / script), f"http://127.0.0.1:{port}/"]
-    text = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    m = re.search(r"BENCH_RESULT .*", text)
-    if not m:
-        raise RuntimeError(f"wrk printed no BENCH_RESULT line:\n{text[-800:]}")
-    f = dict(kv.split("=", 1) for kv in m.group(0).split()[1:])
-    bad = {k: f[k] for k in ("non2xx", "connect", "read", "write", "timeout") if f.get(k, "0") != "0"}
-    return {"rps": float(f["rps"]), "p50_ms": int(f["p50_us"]) / 1000,
-            "p99_ms": int(f["p99_us"]) / 1000, "errors": bad}
+    return wrk_summary(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
 
 
 SETUPS = [
