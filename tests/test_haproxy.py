@@ -184,11 +184,14 @@ def test_config_is_valid_haproxy_and_bad_flags_are_refused(tmp_path):
 
     for bad in (["--server", "a=127.0.0.1"], ["--server", "a b=127.0.0.1:1"], ["--server", "a=h:70000"],
                 ["--server", "a=127.0.0.1:1", "--server", "a=127.0.0.1:2"], [],
-                ["--server", "a=127.0.0.1:1", "--bind", "nowhere"]):
+                ["--server", "a=127.0.0.1:1", "--bind", "nowhere"],
+                ["--server", "a=127.0.0.1:1", "--user", "bad user"]):
         p2 = tmp_path / "q.map"
         out = cdragon("haproxy-config", *bad, "--pins", str(p2), "--socket", str(tmp_path / "t"))
         assert out.returncode == 2 and out.stdout == "" and out.stderr.startswith("cdragon: "), (bad, out)
         assert not p2.exists()
+    out = cdragon("haproxy-config", "--server", "a=127.0.0.1:1", "--pins", str(tmp_path / "a b.map"))
+    assert out.returncode == 2 and out.stdout == "" and not (tmp_path / "a b.map").exists()
 
 
 def test_pins_file_updates_keep_other_pins_and_refuse_bad_accounts(tmp_path):
@@ -311,6 +314,16 @@ def test_every_route_family_reaches_the_accounts_instance(cluster):
                 assert other.get(f"/db/{acc}/lock/L").json == {"Locked": False}
                 other.close()
         home.close()
+    # an instance's own 503 (an account frozen for a move) passes through untouched
+    acc = sample[0]
+    home = servers[hap.home(acc)].client()
+    assert home.post(f"/admin/freeze?acc={acc}").status == 200
+    r = c.db(acc, {"KVSet": [{"Key": "k", "Value": 2}]})
+    assert_error(r, 503, "moving")
+    assert r.header("Retry-After") == "1"
+    assert c.kv(acc, "k")["Value"] == acc                     # reads still served
+    assert home.delete(f"/admin/freeze?acc={acc}").status == 200
+    home.close()
     # /queue/{acc} is routed by its account too (the instance answers; counted there)
     before = [requests_count(s, "other", 404) for s in servers]
     for acc in sample:

@@ -12,7 +12,6 @@ Never touches an instance's data: pin-all only reads `GET /admin/accounts`.
 """
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import sys
@@ -74,7 +73,7 @@ def add_parsers(sub) -> None:
                     help="per instance answer (default 60)")
 
 
-def main(args) -> int:
+def run(args) -> int:
     try:
         if args.cmd == "haproxy-config":
             return _haproxy_config(args)
@@ -98,6 +97,7 @@ def _haproxy_config(args) -> int:
 
 def fetch_accounts(inst: haproxy_cfg.Instance, token: str | None, timeout: float) -> list[str]:
     """The accounts an instance holds (GET /admin/accounts, asked directly)."""
+    import http.client             # here: `cdragon serve` never needs it
     conn = http.client.HTTPConnection(inst.host, inst.port, timeout=timeout)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:

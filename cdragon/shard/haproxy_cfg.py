@@ -136,6 +136,10 @@ def render(instances: list[Instance], bind: str, pins_path: str, socket_path: st
     for that user and its group once the map, socket and port are set up."""
     if user is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}", user):
         raise ConfigArgError(f"--user {user!r} is not a user name")
+    for flag, path in (("--pins", pins_path), ("--socket", socket_path)):
+        if re.search(r"[\s'\"\\#]", path):
+            raise ConfigArgError(f"{flag} {path!r}: a path with spaces, quotes, '\\' or '#' cannot "
+                                 "be written into haproxy.cfg")
     bind_host, bind_port = parse_host_port(bind, "--bind")
     bind_addr = f"[{bind_host}]:{bind_port}" if ":" in bind_host else f"{bind_host}:{bind_port}"
     n = len(instances)
