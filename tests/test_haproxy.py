@@ -9,6 +9,7 @@ wait run in threads while the other tests of the module run, to keep the file sh
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import os
 import shutil
@@ -444,6 +445,40 @@ def test_pin_all_then_a_fourth_instance_moves_nothing(tmp_path):
         hap.stop()
         for s in servers:
             s.kill()
+
+
+def test_pin_all_needs_an_admin_token_and_refuses_an_account_on_two_instances(tmp_path, server_factory):
+    token = "cdt_" + "x" * 43
+    conf = tmp_path / "tokens.toml"
+    conf.write_text('[[token]]\nname = "ops"\nsha256 = "%s"\naccess = "admin"\n'
+                    % hashlib.sha256(token.encode()).hexdigest())
+    servers = [server_factory(config=str(conf)) for _ in range(2)]
+    auth = {"Authorization": f"Bearer {token}"}
+    for i, acc in enumerate(("only-a", "only-b")):
+        c = servers[i].client()
+        assert c.request("POST", f"/db/{acc}", {"KVSet": [{"Key": "k", "Value": 1}]}, auth).status == 200
+        c.close()
+    path = str(tmp_path / "pins.map")
+    args = ["shard", "pin-all", "--server", f"a=127.0.0.1:{servers[0].port}",
+            "--server", f"b=127.0.0.1:{servers[1].port}", "--pins", path,
+            "--socket", str(tmp_path / "no-haproxy.sock")]
+    for env, extra in (({}, []), ({"CDRAGON_TOKEN": "cdt_wrong"}, [])):
+        out = cdragon(*args, *extra, env=env)
+        assert out.returncode == 1 and "401 unauthorized" in out.stderr, out
+        assert not os.path.exists(path)
+    # with the token (flag or variable), and no HAProxy running: the file only
+    for env, extra in (({}, ["--token", token]), ({"CDRAGON_TOKEN": token}, [])):
+        out = cdragon(*args, *extra, env=env)
+        assert out.returncode == 0, out.stderr
+        assert "HAProxy is not running" in out.stdout, out.stdout
+        assert pins.read(path) == {"only-a": "a", "only-b": "b"}
+    # the same account on both instances: an error, and the pins stay as they were
+    c = servers[1].client()
+    assert c.request("POST", "/db/only-a", {"KVSet": [{"Key": "k", "Value": 2}]}, auth).status == 200
+    c.close()
+    out = cdragon(*args, env={"CDRAGON_TOKEN": token})
+    assert out.returncode == 1 and "only-a (a and b)" in out.stderr, out
+    assert pins.read(path) == {"only-a": "a", "only-b": "b"}
 
 
 def test_the_long_polls_through_haproxy_were_not_cut(cluster):
