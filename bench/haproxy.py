@@ -124,6 +124,7 @@ def main() -> int:
             return 1
     work = BENCH / "out"
     work.mkdir(exist_ok=True)
+    busy = os.getloadavg()[0]        # the machine is shared: say how busy it was
     rows = []
     for name, what, n, cpus, hcpu, wcpu, direct in SETUPS:
         setup = Setup(work, n, cpus, hcpu, direct)
@@ -135,11 +136,11 @@ def main() -> int:
         print(f"{name:10} " + " | ".join(
             f"{load} {r['rps']:>7,.0f} req/s p50 {r['p50_ms']:.2f} p99 {r['p99_ms']:.2f} ms"
             + (f" {r['errors']}" if r["errors"] else "") for load, r in res.items()), flush=True)
-    write_section(rows)
+    write_section(rows, busy)
     return 0
 
 
-def write_section(rows) -> None:
+def write_section(rows, busy: float) -> None:
     hv = subprocess.run(["haproxy", "-v"], capture_output=True, text=True).stdout.splitlines()[0]
     by = {r[0]: r for r in rows}
     lines = [
@@ -149,7 +150,8 @@ def write_section(rows) -> None:
         f"with the config of `cdragon haproxy-config`, wrk with one of 1,000 accounts a request, "
         f"{DURATION} s per cell: writes (an atomic add, fsynced before its answer) and reads (a "
         f"counter GET) on {CONNECTIONS} connections, reads on {LIGHT} connections; "
-        f"{os.cpu_count()} cores, a shared machine.",
+        f"{os.cpu_count()} cores, a shared machine (1-minute load average {busy:.1f} when the run "
+        "began: other work competes for the same cores, and the rows are taken one after the other).",
         "",
         f"| set-up | writes req/s | p50 ms | p99 ms | reads req/s | p50 ms | p99 ms "
         f"| {LIGHT} conns: reads req/s | p50 ms | p99 ms |",

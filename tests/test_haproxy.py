@@ -335,6 +335,9 @@ def test_every_route_family_reaches_the_accounts_instance(cluster):
         r = c.get(f"/admin/export?acc={acc}")
         assert r.status == 200, r
         assert f'"{acc}"'.encode() in r.body and b'"rest"' in r.body, r
+        # a query parameter is percent-decoded by the instance: HAProxy routes the decoded one
+        r = c.get(f"/admin/export?acc=%{ord(acc[0]):02X}{acc[1:]}")
+        assert r.status == 200 and b'"rest"' in r.body, r
     c.close()
 
 

@@ -205,7 +205,7 @@ frontend cdragon
     acl export path /admin/export
     acl probe path /health /ready
     http-request set-var(txn.acc) path,field(3,/) if acc_path
-    http-request set-var(txn.acc) urlp(acc) if export
+    http-request set-var(txn.acc) urlp(acc),url_dec if export
     acl has_acc var(txn.acc) -m len ge 1
     # a pinned account goes where its pin says
     http-request set-var(txn.inst) var(txn.acc),map({pins_path}) if has_acc
