@@ -277,7 +277,8 @@ class LongPolls:
 def test_every_route_family_reaches_the_accounts_instance(cluster):
     servers, hap, _ = cluster
     c = hap.client()
-    accounts = [f"route-{k}" for k in range(300)] + [f"pinned-{k}" for k in range(6)]
+    odd = ["A.b_c-D", "z" * 64, "0", "-.-", "_"]         # every kind of account character
+    accounts = [f"route-{k}" for k in range(300)] + [f"pinned-{k}" for k in range(6)] + odd
     for acc in accounts:
         c.db_ok(acc, {"KVSet": [{"Key": "k", "Value": acc}]})
     for acc in accounts:
