@@ -28,6 +28,7 @@ cdef class AdminReply
 cdef class RangeReader
 cdef class Lister
 cdef class Stats
+cdef class ImportPlan
 
 include "core/consts.pxi"
 include "core/limits.pxd"
@@ -44,4 +45,5 @@ include "core/auth.pxd"
 include "core/lister.pxd"
 include "core/stats.pxd"
 include "core/admin.pxd"
+include "core/importer.pxd"
 include "core/server.pxd"
