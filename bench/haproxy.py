@@ -173,7 +173,10 @@ def write_section(rows, busy: float) -> None:
         f"({(h1['light']['p50_ms'] - d['light']['p50_ms']) * 1000:+.0f} us), p99 "
         f"{d['light']['p99_ms']:.2f} -> {h1['light']['p99_ms']:.2f} ms; saturated, with HAProxy "
         f"on the load generator's core: reads {change(d['read'], h1['read'])}, writes "
-        f"{change(d['write'], h1['write'])}.",
+        f"{change(d['write'], h1['write'])}. HAProxy reuses its connections to the instance (one "
+        "per client connection, not one per request), so what caps haproxy-1 is CPU: HAProxy and "
+        "wrk together on one core carry fewer requests than the instance answers on its own "
+        "core. Per small request, HAProxy costs about as much CPU as the instance, or more.",
         f"- 2 instances vs 1 behind HAProxy, wrk and HAProxy on the same 2 cores (shared-1 vs "
         f"shared-2): reads {change(s1['read'], s2['read'])}, writes {change(s1['write'], s2['write'])}. "
         "Here the second instance competes with HAProxy and wrk for the same 2 cores, so this is "
