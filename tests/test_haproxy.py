@@ -443,8 +443,12 @@ def test_pin_all_then_a_fourth_instance_moves_nothing(tmp_path):
         c.close()
 
         # bad input: nothing is pinned, exit 2
+        pinned = pins.read(hap.pins)
         bad = cdragon("shard", "pin-all", "--server", "n0", "--pins", hap.pins, "--socket", hap.socket)
         assert bad.returncode == 2 and bad.stderr.startswith("cdragon: "), bad
+        bad = cdragon("shard", "pin-all", *hap.server_args(), "--timeout", "0", "--pins", hap.pins)
+        assert bad.returncode == 2 and "--timeout" in bad.stderr, bad
+        assert pins.read(hap.pins) == pinned
     finally:
         hap.stop()
         for s in servers:

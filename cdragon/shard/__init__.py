@@ -12,6 +12,7 @@ Never touches an instance's data: pin-all only reads `GET /admin/accounts`.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -37,6 +38,16 @@ def _topology_args(p, socket_help: str) -> None:
     p.add_argument("--pins", metavar="FILE", default=haproxy_cfg.DEFAULT_PINS,
                    help=f"the pins map file, account -> instance (default {haproxy_cfg.DEFAULT_PINS})")
     p.add_argument("--socket", metavar="PATH", default=haproxy_cfg.DEFAULT_SOCKET, help=socket_help)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 3600:
+        raise argparse.ArgumentTypeError(f"expected seconds in (0, 3600], got {text!r}")
+    return value
 
 
 def add_parsers(sub) -> None:
@@ -69,7 +80,7 @@ def add_parsers(sub) -> None:
     _topology_args(pa, "HAProxy's runtime API socket (the --socket of haproxy-config; default "
                    f"{haproxy_cfg.DEFAULT_SOCKET})")
     pa.add_argument("--token", help="an admin token for the instances (default: $CDRAGON_TOKEN)")
-    pa.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS",
+    pa.add_argument("--timeout", type=_seconds, default=60.0, metavar="SECONDS",
                     help="per instance answer (default 60)")
 
 
