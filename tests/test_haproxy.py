@@ -13,6 +13,7 @@ import hashlib
 import io
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -60,8 +61,7 @@ class HAProxy:
     def server_args(self) -> list[str]:
         return [a for spec in self.specs for a in ("--server", spec)]
 
-    def start(self):
-        self.port = free_port()
+    def write_config(self):
         out = cdragon("haproxy-config", *self.server_args(), "--bind", f"127.0.0.1:{self.port}",
                       "--pins", self.pins, "--socket", self.socket)
         assert out.returncode == 0, out.stderr
@@ -69,12 +69,24 @@ class HAProxy:
         check = subprocess.run(["haproxy", "-c", "-f", str(self.cfg)], capture_output=True, text=True)
         assert check.returncode == 0, check.stdout + check.stderr
         assert "WARNING" not in check.stdout + check.stderr, check.stdout + check.stderr
+
+    def start(self):
+        """In master-worker mode (-W), as Debian's unit runs it, so reload() is its reload."""
+        self.port = free_port()
+        self.write_config()
         self.log = self.base / f"haproxy-{self.port}.log"
         with open(self.log, "wb") as log:
-            self.proc = subprocess.Popen(["haproxy", "-db", "-f", str(self.cfg)], stdin=subprocess.DEVNULL,
-                                         stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(["haproxy", "-W", "-db", "-f", str(self.cfg)],
+                                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         self.wait_up(self.names)
         return self
+
+    def reload(self):
+        """`systemctl reload haproxy`: a new worker on the new config; the old one finishes
+        the requests it holds."""
+        self.write_config()
+        self.proc.send_signal(signal.SIGUSR2)
+        self.wait_up(self.names)
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
@@ -423,11 +435,17 @@ def test_pin_all_then_a_fourth_instance_moves_nothing(tmp_path):
         assert pins.read(hap.pins) == {acc: f"n{before[acc][0]}" for acc in old}
         assert all(runtime.get_pin(hap.socket, hap.pins, acc) == f"n{before[acc][0]}" for acc in old)
 
-        # a 4th instance: regenerate the config with it appended, restart HAProxy
+        # a 4th instance: regenerate the config with it appended and reload HAProxy, while
+        # a watch is parked through it (the old worker answers it after the reload)
+        watch = {}
+        parked = threading.Thread(target=lambda: watch.update(r=hap.client(timeout=60).post(
+            f"/watch/{old[0]}", {"ID": "k", "Version": 1, "Timeout": 5})))
+        parked.start()
         servers.append(Server(tmp_path / "data3", tmp_path / "logs3", keep_port=True).start())
-        hap.stop()
         hap.configure(servers, ["n0", "n1", "n2", "n3"])
-        hap.start()
+        hap.reload()
+        parked.join(timeout=60)
+        assert watch["r"].status == 200 and watch["r"].json["Version"] == 1, watch
         c = hap.client()
         moved_by_hash = [a for a in old if haproxy_cfg.slot(a, 4) != haproxy_cfg.slot(a, 3)]
         assert moved_by_hash            # without the pins these would have moved
