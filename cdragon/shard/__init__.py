@@ -1,23 +1,20 @@
-"""Scale-out behind HAProxy: the commands `cdragon haproxy-config` and `cdragon shard
-pin-all` (docs/SCALE-OUT.md explains the why and the how).
+"""Scale-out behind HAProxy: the commands `cdragon haproxy-config`, `cdragon shard
+pin-all` and `cdragon shard move` (docs/SCALE-OUT.md explains the why and the how).
 
 - haproxy_cfg: the generated haproxy.cfg and the account -> instance hash;
 - pins: the pins file (account -> instance), written atomically;
 - runtime: HAProxy's runtime API, to change the pins of a running HAProxy;
-- this module: argument parsing, talking to the instances, exit codes.
-
-`shard move` (moving one account between instances) is meant to reuse
-pins.set_pin and runtime.set_pin: file first, then the running HAProxy.
-Never touches an instance's data: pin-all only reads `GET /admin/accounts`.
+- client: requests to an instance's admin routes;
+- move: `shard move`, one account from one instance to another;
+- this module: argument parsing, pin-all, exit codes.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
-from cdragon.shard import haproxy_cfg, pins, runtime
+from cdragon.shard import client, haproxy_cfg, move, pins, runtime
 
 COMMANDS = ("haproxy-config", "shard")
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -82,17 +79,21 @@ def add_parsers(sub) -> None:
     pa.add_argument("--token", help="an admin token for the instances (default: $CDRAGON_TOKEN)")
     pa.add_argument("--timeout", type=_seconds, default=60.0, metavar="SECONDS",
                     help="per instance answer (default 60)")
+    move.add_parser(ssub, _topology_args, _seconds)
 
 
 def run(args) -> int:
     try:
         if args.cmd == "haproxy-config":
             return _haproxy_config(args)
+        if args.shard_cmd == "move":
+            move.run(args)
+            return EXIT_OK
         return _pin_all(args)
     except haproxy_cfg.ConfigArgError as e:
         print(f"cdragon: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except (Failed, pins.PinsError, runtime.HAProxyError) as e:
+    except (Failed, pins.PinsError, runtime.HAProxyError, client.InstanceError, move.MoveFailed) as e:
         print(f"cdragon: {e}", file=sys.stderr)
         return getattr(e, "code", EXIT_FAILED)
 
@@ -106,41 +107,13 @@ def _haproxy_config(args) -> int:
     return EXIT_OK
 
 
-def fetch_accounts(inst: haproxy_cfg.Instance, token: str | None, timeout: float) -> list[str]:
-    """The accounts an instance holds (GET /admin/accounts, asked directly)."""
-    import http.client             # here: `cdragon serve` never needs it
-    conn = http.client.HTTPConnection(inst.host, inst.port, timeout=timeout)
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    try:
-        conn.request("GET", "/admin/accounts", headers=headers)
-        resp = conn.getresponse()
-        raw = resp.read()
-    except (OSError, http.client.HTTPException) as e:
-        raise Failed(f"instance {inst.name} at {inst.address}: {e}") from None
-    finally:
-        conn.close()
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        body = None
-    if resp.status != 200:
-        detail = (f"{body.get('Code')}: {body.get('Message')}" if isinstance(body, dict)
-                  else repr(raw[:200]))
-        raise Failed(f"instance {inst.name} at {inst.address}: GET /admin/accounts answered "
-                     f"{resp.status} {detail}")
-    try:
-        return [a["Account"] for a in body["Accounts"]]
-    except (TypeError, KeyError):
-        raise Failed(f"instance {inst.name}: unexpected /admin/accounts answer {raw[:200]!r}") from None
-
-
 def placement(instances: list[haproxy_cfg.Instance], token: str | None,
               timeout: float) -> dict[str, str]:
     """account -> the name of the instance holding it, from every instance."""
     where: dict[str, str] = {}
     clashes = []
     for inst in instances:
-        for acc in fetch_accounts(inst, token, timeout):
+        for acc in client.accounts(inst, token, timeout):
             if acc in where and where[acc] != inst.name:
                 clashes.append(f"{acc} ({where[acc]} and {inst.name})")
             where[acc] = inst.name
