@@ -17,8 +17,6 @@ import struct
 import sys
 import time
 
-import lmdb
-
 from cdragon import __version__, wal
 from cdragon.backup import format as fmt
 
@@ -69,20 +67,10 @@ def _lower_priority() -> None:
             pass
 
 
-def _open_env(data_dir: str):
-    env = lmdb.open(data_dir, readonly=True, lock=True, max_dbs=16, subdir=True, readahead=False)
-    for _ in range(20):
-        try:
-            txn = env.begin(buffers=False)
-            return env, txn
-        except lmdb.MapResizedError:      # the server grew the map meanwhile
-            env.set_mapsize(0)
-    raise RuntimeError("the LMDB map kept growing while the snapshot started")
-
-
 def take(data_dir: str, root: str, level: int = 1) -> dict:
     """Write backups/<NAME>.cdbk and backups/<NAME>.json under `root`; the manifest."""
-    env, txn = _open_env(data_dir)
+    from cdragon.dump import open_snapshot      # export's read-only open: the same need
+    env, txn, _dbs = open_snapshot(data_dir)
     try:
         dbs = [env.open_db(name, txn=txn, create=False) for name in wal.DB_NAMES]
         meta = dbs[wal.DB_NAMES.index(b"meta")]
