@@ -76,7 +76,6 @@ class Service:
         self._s3 = None
         self.timer = None
         self.shipper = None
-        self.newest = {}       # timeline -> the highest Rev backed up (this process saw)
 
     def s3(self):
         if self._s3 is None and self.cfg.backup_s3_url:
@@ -149,7 +148,6 @@ class Service:
             except TargetError as e:
                 raise ApiError(502, "backup_failed", f"{cfg.backup_s3_url}: {e}") from None
         tl = man["Timeline"]
-        self.newest[tl] = max(self.newest.get(tl, -1), man["Rev"])
         if self.shipper is not None:
             self.shipper.backed_up(tl, man["Rev"])
 
