@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 import tomllib
 from dataclasses import dataclass, fields
 
@@ -70,6 +71,28 @@ class Config:
     log_level: str = "info"
     log_format: str = "text"
     access_log: bool = False
+    # backups (cdragon.backup): snapshots into backup_dir ("" = <data_dir>/backups),
+    # uploaded to backup_s3_url ("s3://bucket/prefix", "" = none) when set; every
+    # backup_interval seconds (0 = only on request), keeping the newest backup_keep
+    backup_dir: str = ""
+    backup_interval: float = 3600.0
+    backup_keep: int = 24
+    backup_s3_url: str = ""
+    backup_s3_endpoint: str = ""            # "" = AWS; e.g. "http://127.0.0.1:9000"
+    backup_s3_region: str = ""              # "" = the AWS chain's (or us-east-1)
+    # ship the write-ahead log to S3: "auto" (= on when backup_s3_url is set), "on", "off"
+    backup_ship_log: str = "auto"
+    backup_ship_interval: float = 10.0      # a segment holding writes is shipped this often
+    backup_ship_max_bytes: int = 1 * GIB    # unshipped log kept on disk while S3 is down
+
+    def ship_log(self) -> bool:
+        """Whether the write-ahead log is shipped to S3 (backup_ship_log "auto": when
+        backup_s3_url is set)."""
+        return self.backup_ship_log == "on" or (self.backup_ship_log == "auto" and bool(self.backup_s3_url))
+
+    def backups_path(self) -> str:
+        import os.path
+        return self.backup_dir or os.path.join(self.data_dir, "backups")
 
     def listen_host_port(self) -> tuple[str, int]:
         host, _, port = self.listen.rpartition(":")
@@ -83,6 +106,8 @@ class ConfigError(ValueError):
 _FIELDS = {f.name: f for f in fields(Config)}
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("text", "json")
+SHIP_LOG = ("auto", "on", "off")
+ZERO_OK = ("backup_interval",)   # numbers where 0 means "off"
 
 ENV_PREFIX = "CDRAGON_"
 
@@ -93,7 +118,8 @@ ENV_PREFIX = "CDRAGON_"
 NOT_SETTINGS = {
     "CDRAGON_TEST_FAIL_LOG_WRITES": "test hook in cdragon/storage.py: fail the listed log writes",
     "CDRAGON_URL": "the server's URL for client scripts (README's bash lock guard)",
-    "CDRAGON_TOKEN": "cdragon export / import (cdragon/importer.py): the token sent to the server",
+    "CDRAGON_TOKEN": "cdragon export / import (cdragon/importer.py) and shard pin-all (cdragon/shard): "
+                     "the token sent to the server",
     "CDRAGON_PLOT_REEXEC": "bench/plot.py: set when it re-executes itself in its plot venv",
 }
 
@@ -171,12 +197,23 @@ def _coerce(name: str, raw, source: str):
 def _check(cfg: Config) -> Config:
     for f in fields(Config):
         v = getattr(cfg, f.name)
-        if f.type in ("int", "float") and not (v > 0):
+        if f.name in ZERO_OK:
+            if not v >= 0:
+                raise ConfigError(f"{f.name} must be >= 0 (0 = off), got {v!r}")
+        elif f.type in ("int", "float") and not (v > 0):
             raise ConfigError(f"{f.name} must be > 0, got {v!r}")
     if cfg.log_level not in LOG_LEVELS:
         raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {cfg.log_level!r}")
     if cfg.log_format not in LOG_FORMATS:
         raise ConfigError(f"log_format must be one of {', '.join(LOG_FORMATS)}, got {cfg.log_format!r}")
+    if cfg.backup_ship_log not in SHIP_LOG:
+        raise ConfigError(f"backup_ship_log must be one of {', '.join(SHIP_LOG)}, got {cfg.backup_ship_log!r}")
+    if cfg.backup_ship_log == "on" and not cfg.backup_s3_url:
+        raise ConfigError("backup_ship_log = \"on\" needs backup_s3_url (the log is shipped to S3)")
+    if cfg.backup_s3_url and not re.match(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$", cfg.backup_s3_url):
+        raise ConfigError(f"backup_s3_url must be s3://BUCKET[/PREFIX], got {cfg.backup_s3_url!r}")
+    if cfg.backup_s3_endpoint and not re.match(r"^https?://[^/\s]+/?$", cfg.backup_s3_endpoint):
+        raise ConfigError(f"backup_s3_endpoint must be http(s)://HOST[:PORT], got {cfg.backup_s3_endpoint!r}")
     try:
         host, port = cfg.listen_host_port()
     except ValueError:

@@ -16,7 +16,6 @@ core/store.pyx (kv, counter, seq, idem, meta `rev\\0<acc>`) and core/locks.pyx (
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import struct

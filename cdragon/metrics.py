@@ -45,6 +45,21 @@ def _log_bytes(path: str) -> int:
     return n
 
 
+def _backup_families():
+    from cdragon.backup.state import STATE     # written by cdragon.backup's service and shipper
+    yield GaugeMetricFamily("cdragon_backup_last_success_timestamp_seconds",
+                            "Wall-clock time of the last backup that succeeded (0: none yet).",
+                            value=STATE.last_success)
+    yield CounterMetricFamily("cdragon_backup_failures", "Backups that failed.", value=STATE.failures)
+    if STATE.ship_enabled:
+        yield GaugeMetricFamily("cdragon_backup_shipped_through_record",
+                                "The last write-ahead log record shipped to S3.", value=STATE.shipped_through)
+        yield GaugeMetricFamily("cdragon_backup_unshipped_bytes",
+                                "Write-ahead log on disk not yet shipped to S3.", value=STATE.unshipped_bytes)
+        yield CounterMetricFamily("cdragon_backup_ship_failures",
+                                  "Attempts to ship the write-ahead log that failed.", value=STATE.ship_failures)
+
+
 class CdragonCollector:
     """Every cdragon_* family, read from one Server (and its Storage) at collect()."""
 
@@ -87,6 +102,7 @@ class CdragonCollector:
             sb.add_metric(["log"], _log_bytes(st.path))
         yield sb
         yield GaugeMetricFamily("cdragon_storage_limit_bytes", "max_storage_bytes.", value=s["limit_bytes"])
+        yield from _backup_families()
         af = CounterMetricFamily("cdragon_auth_failures", "Requests refused for their token, by reason.",
                                  labels=["reason"])
         for reason, n in sorted(s["auth_failures"].items()):

@@ -33,7 +33,7 @@ import uvloop
 from cdragon import __version__
 from cdragon.admin import Admin
 from cdragon._core import Server
-from cdragon import datadir, logs, moving, sd_notify, tls
+from cdragon import backup, datadir, logs, moving, sd_notify, tls
 from cdragon.config import Config
 from cdragon.tokens import load as load_tokens
 from cdragon.datadir import DataDirUnusable
@@ -98,7 +98,8 @@ class Runner:
         if tls_listener is not None:
             self.reload_steps.append(("TLS files", tls_listener.reload))
         try:
-            self.storage = Storage(cfg.data_dir, cfg.initial_map_bytes, cfg.max_storage_bytes)
+            self.storage = Storage(cfg.data_dir, cfg.initial_map_bytes, cfg.max_storage_bytes,
+                                   ship_log=cfg.ship_log())
         except (StorageError, lmdb.Error, OSError) as e:   # e.g. schema mismatch
             raise DataDirUnusable(datadir.describe(cfg.data_dir, e)) from None
         self.loop = uvloop.new_event_loop()
@@ -128,6 +129,7 @@ class Runner:
         # closed, and this one still drains connections already in the backlog
         self.backlog_sock = sock.dup()
         self.server.start()
+        self.backups = backup.start_service(self.server.admin)   # timer and log shipper
         # what start-up loaded (e.g. a million held locks) lives for the whole process:
         # keep it out of the cycle collector's full passes
         gc.freeze()
@@ -142,7 +144,9 @@ class Runner:
                      self.server.committed_requests, commits,
                      self.server.committed_requests / commits if commits else 0.0)
             self.server.close()
+            self.backups.stop()
             self.storage.close()
+            self.backups.final_ship()     # what the last interval logged, if S3 answers
             self.loop.close()
         return 0
 

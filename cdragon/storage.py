@@ -6,7 +6,7 @@ batch is durable, and the loop hears so through `loop.call_soon_threadsafe`. The
 checkpoint thread brings LMDB up to date later, when the loop asks: everything logged
 since the last checkpoint, newest value per key, in one synced LMDB transaction that
 also records the last log record it holds; then the log segments it covered are
-deleted. Why not one LMDB commit per batch: with keys spread over a large keyspace
+deleted (when the log is shipped to S3, only once shipped too: wal.Keeper). Why not one LMDB commit per batch: with keys spread over a large keyspace
 every write dirties its own B-tree pages, and writing those out per batch cost about
 6 µs per write, most of the CPU; a checkpoint writes each page once for many batches.
 
@@ -14,6 +14,11 @@ Start-up replays the log into LMDB (the records after the last one LMDB holds), 
 restart after a crash or SIGKILL sees every acknowledged write. Nothing but these two
 threads (and start-up and close, when they are not running) writes LMDB, and neither
 touches in-memory server state.
+
+Every log record also puts meta `clock` (the wall-clock time of its batch), so a
+restore can stop at a point in time and a snapshot knows when its last write was. The
+data directory has a timeline id (meta `timeline`, random, made when the directory is
+created): shipped log records are only ever applied onto a backup of their timeline.
 
 Map growth: the loop asks for a bigger map (`grow`) while the checkpoint thread is
 idle, with its own read transaction reset, because LMDB forbids resizing while any
@@ -25,6 +30,7 @@ import errno
 import logging
 import os
 import queue
+import secrets
 import struct
 import threading
 import time
@@ -43,6 +49,18 @@ _I64 = struct.Struct("<q")
 _APPLIED = b"wal_applied"     # meta key: the last log record LMDB holds
 _APPLY_CHUNK = 2000           # puts per GIL hold in a checkpoint
 _CHECKPOINT = object()        # writer-queue command: hand what is logged to a checkpoint
+_CLOCK = b"clock"             # meta key: wall-clock time of the batch (8-byte double, little endian)
+_TIMELINE = b"timeline"       # meta key: this data directory's timeline id (8 hex digits)
+_F64 = struct.Struct("<d")
+
+
+class _Rotate:
+    """Writer-queue command: close the current segment (if it holds records) so that the
+    shipper may upload it; `done` is set once it is closed."""
+    __slots__ = ("done",)
+
+    def __init__(self):
+        self.done = threading.Event()
 
 
 class Timings:
@@ -97,7 +115,7 @@ class Storage:
     """The LMDB environment, the log, the writer and checkpoint threads.
     Loop-side methods: begin_read, start, submit, checkpoint, grow, used_bytes, close."""
 
-    def __init__(self, path: str, initial_map: int, max_map: int):
+    def __init__(self, path: str, initial_map: int, max_map: int, ship_log: bool = False):
         os.makedirs(path, exist_ok=True)
         self.path = path
         self.max_map = max_map
@@ -123,8 +141,15 @@ class Storage:
                 raise StorageError(f"data dir {path} has schema {raw!r}, this build needs {SCHEMA_VERSION}")
             raw = txn.get(_APPLIED)
             self.applied_lsn = 0 if raw is None else _I64.unpack(raw)[0]
+            raw = txn.get(_TIMELINE)
+            if raw is None:
+                raw = secrets.token_hex(4).encode()
+                txn.put(_TIMELINE, raw)
+            self.timeline = raw.decode()
+        self.keeper = wal.Keeper(path, ship_log, self.timeline)
         self._replay()
         self.wal = wal.WalWriter(path, self.applied_lsn + 1)
+        self.keeper.final = None     # the writer's new segment is the current one
         self._q: queue.SimpleQueue = queue.SimpleQueue()      # loop -> writer
         self._ckq: queue.SimpleQueue = queue.SimpleQueue()    # writer -> checkpointer
         self._pending: dict = {}     # logged, not yet handed to a checkpoint (writer's)
@@ -165,9 +190,7 @@ class Storage:
             self._apply_growing(pending, last)
             log.info("write-ahead log: replayed %d batches (up to record %d)", n, last)
         self.applied_lsn = last
-        for p in paths:
-            os.unlink(p)
-        wal.fsync_dir(self.path)
+        self.keeper.checkpointed(last, final=last)
 
     def _apply_growing(self, pending: dict, lsn: int) -> None:
         """Apply with no other transaction open (start-up, close): grow the map as
@@ -265,8 +288,14 @@ class Storage:
         if pending is not None:
             self._apply_growing(pending[0], pending[2])
             self.applied_lsn = pending[2]
-            for p in pending[3]:
-                os.unlink(p)
+            self.keeper.checkpointed(pending[2])
+
+    def close_segment(self, timeout: float = 10.0) -> bool:
+        """Ask the writer thread to close the current segment if it holds records (the
+        shipper's call, from its own thread); False if the writer did not answer."""
+        cmd = _Rotate()
+        self._q.put(cmd)
+        return cmd.done.wait(timeout)
 
     def close(self) -> None:
         """Stop the threads, then put everything logged into LMDB and drop the log."""
@@ -287,10 +316,8 @@ class Storage:
                 self.env.close()
                 return
             self.applied_lsn = pending[2]
-        # LMDB now holds every logged batch
-        for p in wal.segments(self.path):
-            os.unlink(p)
-        wal.fsync_dir(self.path)
+        # LMDB now holds every logged batch: the log goes (what is not shipped yet stays)
+        self.keeper.checkpointed(self.applied_lsn, final=self.wal.lsn)
         self.env.close()
 
     # ---- writer thread ----------------------------------------------------------------
@@ -303,12 +330,23 @@ class Storage:
                 self._ck_idle.clear()
                 self._ckq.put(self._take_pending() or (None, 0, 0, []))
                 continue
+            if type(item) is _Rotate:
+                try:
+                    if self.wal.size:
+                        self.wal._roll()
+                except OSError as e:
+                    log.error("write-ahead log: cannot start a new segment: %s", e)
+                item.done.set()
+                continue
             seq, ops = item
             err = None
             try:
                 self._writes += 1
                 if self._writes in self._fail_writes:
                     raise OSError(errno.EIO, "log write failed (CDRAGON_TEST_FAIL_LOG_WRITES)")
+                # the batch's time goes into its record (and, newest wins, into LMDB)
+                ops = list(ops)
+                ops.append((b"meta", [(_CLOCK, _F64.pack(time.time()))], []))
                 body = wal.wal_body(ops)
                 t0 = time.perf_counter()
                 self.wal.append(seq, body)     # the record's write and its fdatasync
@@ -357,11 +395,10 @@ class Storage:
                     err = f"{type(e).__name__}: {e}"
                 if err is None:
                     self.applied_lsn = lsn
-                    for p in segs:
-                        try:
-                            os.unlink(p)
-                        except OSError:
-                            pass   # replay skips records LMDB already holds
+                    try:
+                        self.keeper.checkpointed(lsn)
+                    except OSError as e:   # replay skips records LMDB already holds
+                        log.warning("write-ahead log: cannot delete a segment: %s", e)
                 else:
                     self._retry = item   # read by the writer's next _take_pending
             try:

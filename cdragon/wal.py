@@ -3,7 +3,8 @@
 A batch is durable once its record is in the log and the log is fdatasync'd; LMDB is
 brought up to date later by a checkpoint (cdragon.storage). The log is a series of
 segment files `wal-<first record number>.log` in the data directory; a checkpoint
-starts a new segment and deletes the old ones once LMDB holds what they logged.
+starts a new segment, and a segment is deleted once LMDB holds what it logged (and, when the log is
+shipped to S3, once it is shipped too: `Keeper`).
 
 Record: a 24-byte header (body length, CRC-32, record number, batch number; little
 endian) and the body. The CRC covers the record and batch numbers and the body, so a
@@ -14,14 +15,17 @@ encoder is `_core.wal_body`, in Cython, because it runs for every batch.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import struct
+import threading
 import zlib
 
 from cdragon._core import wal_body
 
-__all__ = ["wal_body", "WalWriter", "segments", "read_records", "decode_body", "DB_NAMES"]
+__all__ = ["wal_body", "WalWriter", "Keeper", "segments", "read_records", "read_raw", "decode_body",
+           "DB_NAMES"]
 
 # the LMDB sub-databases, in the order the record body numbers them (never reorder)
 DB_NAMES = (b"kv", b"counter", b"seq", b"lock", b"idem", b"idemexp", b"meta", b"kvexp",
@@ -76,6 +80,31 @@ def read_records(path: str):
             return
         yield lsn, seq, bytes(body)
         pos += HEADER.size + n
+
+
+def read_raw(data: bytes):
+    """Yield (record number, record bytes with header) for each intact record of a
+    segment's (or a shipped object's) bytes, stopping at the first torn or damaged one."""
+    view = memoryview(data)
+    pos, end = 0, len(data)
+    while pos + HEADER.size <= end:
+        n, crc, lsn, seq = HEADER.unpack_from(data, pos)
+        stop = pos + HEADER.size + n
+        if stop > end or _crc(lsn, seq, view[pos + HEADER.size:stop]) != crc:
+            return
+        yield lsn, view[pos:stop]
+        pos = stop
+
+
+def split_record(raw) -> tuple[int, int, bytes]:
+    """(record number, batch number, body) of one record's bytes from read_raw."""
+    _n, _crc32, lsn, seq = HEADER.unpack_from(raw, 0)
+    return lsn, seq, bytes(raw[HEADER.size:])
+
+
+def first_lsn(path: str) -> int:
+    m = _SEGMENT.match(os.path.basename(path))
+    return int(m.group(1)) if m else 0
 
 
 def decode_body(body: bytes) -> list:
@@ -166,3 +195,105 @@ class WalWriter:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+class Keeper:
+    """Decides when a closed segment may be deleted: once LMDB holds its records (a
+    checkpoint, start-up replay or close) and, when the log is shipped, once the shipper
+    has uploaded them. The shipped position survives restarts in `wal-shipped.json`
+    (written atomically), with the timeline it belongs to. Thread-safe: the checkpoint
+    thread, the shipper thread, start-up and close call it.
+
+    A segment's last record number is the next segment's first minus one; the newest
+    segment is the writer's current one and is never deleted here, unless `final` (the
+    writer has stopped) gives its last record."""
+    STATE = "wal-shipped.json"
+
+    def __init__(self, directory: str, shipping: bool, timeline: str):
+        self.dir = directory
+        self.shipping = shipping
+        self.timeline = timeline
+        self.lock = threading.Lock()
+        self.applied = 0        # the last record LMDB holds
+        self.final = None       # set once the writer stopped: the last record written
+        self.shipped = 0        # the last record uploaded (of this timeline)
+        self.gap = 0            # records up to here were dropped unshipped: a backup must cover them
+        try:
+            with open(os.path.join(directory, self.STATE)) as fh:
+                st = json.load(fh)
+            if st.get("Timeline") == timeline:
+                self.shipped, self.gap = int(st["Shipped"]), int(st.get("Gap", 0))
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+
+    def _save(self) -> None:
+        path = os.path.join(self.dir, self.STATE)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as fh:
+            json.dump({"Timeline": self.timeline, "Shipped": self.shipped, "Gap": self.gap}, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        fsync_dir(self.dir)
+
+    def closed_segments(self) -> list[tuple[str, int, int]]:
+        """[(path, first record, last record)] of the closed segments, oldest first."""
+        segs = segments(self.dir)
+        out = []
+        for i, p in enumerate(segs):
+            if i + 1 < len(segs):
+                last = first_lsn(segs[i + 1]) - 1
+            elif self.final is not None:
+                last = self.final
+            else:
+                break
+            out.append((p, first_lsn(p), last))
+        return out
+
+    def checkpointed(self, lsn: int, final: int | None = None) -> None:
+        with self.lock:
+            self.applied = max(self.applied, lsn)
+            if final is not None:
+                self.final = final
+            self._prune()
+
+    def mark_shipped(self, lsn: int) -> None:
+        with self.lock:
+            self.shipped = max(self.shipped, lsn)
+            self._save()
+            self._prune()
+
+    def drop(self, lsn: int) -> None:
+        """Give up shipping the records up to `lsn` (the unshipped log outgrew its bound):
+        they go once checkpointed, and shipping waits for a backup that covers them."""
+        with self.lock:
+            self.gap = max(self.gap, lsn)
+            self.shipped = max(self.shipped, lsn)
+            self._save()
+            self._prune()
+
+    def unshipped_bytes(self) -> int:
+        n = 0
+        for p, _first, last in self.closed_segments() + ([] if self.final is not None else self._current()):
+            if not self.shipping or last > self.shipped:
+                try:
+                    n += os.stat(p).st_size
+                except OSError:
+                    pass
+        return n if self.shipping else 0
+
+    def _current(self) -> list:
+        segs = segments(self.dir)
+        return [(segs[-1], first_lsn(segs[-1]), 1 << 62)] if segs else []
+
+    def _prune(self) -> None:
+        gone = False
+        for p, _first, last in self.closed_segments():
+            if last <= self.applied and (not self.shipping or last <= self.shipped):
+                try:
+                    os.unlink(p)
+                    gone = True
+                except FileNotFoundError:
+                    pass
+        if gone:
+            fsync_dir(self.dir)

@@ -195,7 +195,7 @@ def test_example_config_lists_every_setting_with_its_default():
     text = (PKG / "cdragon.toml").read_text()
     lines = {}
     for line in text.splitlines():
-        m = re.match(r"^(# )?([a-z_]+) = (.+)$", line)
+        m = re.match(r"^(# )?([a-z0-9_]+) = (.+)$", line)
         if m:
             assert m.group(2) not in lines, f"{m.group(2)} listed twice"
             lines[m.group(2)] = (m.group(1) is not None, tomllib.loads(f"v = {m.group(3)}")["v"])
