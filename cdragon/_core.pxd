@@ -28,6 +28,13 @@ cdef class AdminReply
 cdef class RangeReader
 cdef class Lister
 cdef class Stats
+cdef class Queue
+cdef class QGroup
+cdef class Flight
+cdef class Receiver
+cdef class QPushOp
+cdef class QAckOp
+cdef class QueueTable
 
 include "core/consts.pxi"
 include "core/limits.pxd"
@@ -39,6 +46,7 @@ include "core/routes.pxd"
 include "core/txn.pxd"
 include "core/locks.pxd"
 include "core/watch.pxd"
+include "core/queues.pxd"
 include "core/expiry.pxd"
 include "core/auth.pxd"
 include "core/lister.pxd"

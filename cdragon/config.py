@@ -54,6 +54,10 @@ class Config:
     body_timeout: float = 30.0
     idle_timeout: float = 75.0
     shutdown_timeout: float = 10.0
+    # queues (API.md "Queues and scheduled tasks")
+    queue_dedup_window: float = 300.0       # a DedupID is remembered this long
+    max_queue_delay: float = 365 * 24 * 3600.0   # furthest Delay / At ahead
+    queue_max_attempts: int = 10            # deliveries before {Queue}:dead (0: no limit)
     # retention
     idempotency_ttl: float = 24 * 3600.0
     delete_retention: float = 3600.0
@@ -167,10 +171,13 @@ def _coerce(name: str, raw, source: str):
     return value
 
 
+_ZERO_OK = {"queue_max_attempts"}      # 0 means "no limit"
+
+
 def _check(cfg: Config) -> Config:
     for f in fields(Config):
         v = getattr(cfg, f.name)
-        if f.type in ("int", "float") and not (v > 0):
+        if f.type in ("int", "float") and not (v > 0) and not (f.name in _ZERO_OK and v == 0):
             raise ConfigError(f"{f.name} must be > 0, got {v!r}")
     if cfg.log_level not in LOG_LEVELS:
         raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {cfg.log_level!r}")
