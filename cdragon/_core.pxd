@@ -35,6 +35,7 @@ cdef class Receiver
 cdef class QPushOp
 cdef class QAckOp
 cdef class QueueTable
+cdef class ImportPlan
 
 include "core/consts.pxi"
 include "core/limits.pxd"
@@ -52,4 +53,5 @@ include "core/auth.pxd"
 include "core/lister.pxd"
 include "core/stats.pxd"
 include "core/admin.pxd"
+include "core/importer.pxd"
 include "core/server.pxd"

@@ -23,7 +23,7 @@ import sys
 import textwrap
 import tomllib
 
-from cdragon import __version__, config
+from cdragon import __version__, config, dump
 from cdragon.config import ConfigError, load
 
 EXIT_OK = 0                 # clean stop (SIGTERM/SIGINT, everything committed)
@@ -111,6 +111,7 @@ def _parser() -> argparse.ArgumentParser:
                      help='comma-separated accounts or "prefix-*" patterns, "*" for all (default *; '
                      "ignored for metrics and admin)")
     new.add_argument("--access", required=True, choices=("read", "write", "metrics", "admin"))
+    dump.add_parsers(sub)
     return p
 
 
@@ -248,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         return _check_config(args.file or args.config)
     if args.cmd == "token":
         return _token_new(args)
+    if args.cmd in dump.COMMANDS:
+        return dump.run(args)
     from cdragon import tokens
     try:
         cfg = load(args.config, overrides={"listen": args.listen, "data_dir": args.data_dir})
