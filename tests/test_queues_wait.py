@@ -6,7 +6,8 @@ back, no pushed message is lost, a delivery in flight ends after its deadline al
 across a restart).
 
 Timing never decides pass/fail: where something happens "later", the test waits for
-it with a generous deadline (and the waiting-receiver count is read from /metrics).
+it with a generous deadline (test_ttl.until; the waiting-receiver count is read
+from /metrics).
 """
 from __future__ import annotations
 
@@ -15,22 +16,17 @@ import time
 
 from helpers import http_request
 from test_queues import counts, push, recv
+from test_ttl import until
 
 
 def receivers(srv) -> int:
-    body = srv.client().get("/metrics").body.decode()
+    c = srv.client()
+    try:
+        body = c.get("/metrics").body.decode()
+    finally:
+        c.close()
     m = re.search(r"^cdragon_queue_receivers (\S+)$", body, re.M)
     return int(float(m.group(1)))
-
-
-def wait_for(pred, timeout=30.0, what="condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def park(srv, acc, queue, **kw):
@@ -45,7 +41,7 @@ def test_push_wakes_waiting_receivers_in_order(server, client, acc):
     base = receivers(server)
     for i in range(3):
         parked.append(park(server, acc, "q"))
-        wait_for(lambda: receivers(server) >= base + i + 1, what="receiver parked")
+        until(lambda: receivers(server) >= base + i + 1, "receiver parked")
     try:
         for i in range(3):
             push(client, acc, "q", i)
@@ -62,11 +58,11 @@ def test_push_wakes_waiting_receivers_in_order(server, client, acc):
 def test_closed_receiver_is_never_handed_a_message(server, client, acc):
     base = receivers(server)
     gone = park(server, acc, "q")
-    wait_for(lambda: receivers(server) >= base + 1, what="first receiver parked")
+    until(lambda: receivers(server) >= base + 1, "first receiver parked")
     stays = park(server, acc, "q", Max=5)
-    wait_for(lambda: receivers(server) >= base + 2, what="second receiver parked")
+    until(lambda: receivers(server) >= base + 2, "second receiver parked")
     gone.close()
-    wait_for(lambda: receivers(server) <= base + 1, what="closed receiver left")
+    until(lambda: receivers(server) <= base + 1, "closed receiver left")
     try:
         mid = push(client, acc, "q", "for the live one")
         r = stays.read_response()
@@ -94,12 +90,12 @@ def test_visibility_runs_out_redelivery_and_dead_letter(server, client, acc):
     mid = push(client, acc, "w", {"job": 1}, MaxAttempts=2)
     (m1,) = recv(client, acc, "w", Visibility=0.2)
     assert m1["Attempts"] == 1
-    (m2,) = wait_for(lambda: recv(client, acc, "w", Visibility=0.2), what="redelivery")
+    (m2,) = until(lambda: recv(client, acc, "w", Visibility=0.2), "redelivery")
     assert m2["ID"] == mid and m2["Attempts"] == 2
     r = client.db(acc, {"QAck": [{"Queue": "w", "Receipt": m1["Receipt"]}]})
     assert r.status == 409 and r.json["Code"] == "stale_receipt"
     # the second delivery runs out too: MaxAttempts reached, to w:dead with ID and body
-    (d,) = wait_for(lambda: recv(client, acc, "w:dead"), what="dead letter")
+    (d,) = until(lambda: recv(client, acc, "w:dead"), "dead letter")
     assert d["ID"] == mid and d["Body"] == {"job": 1} and d["Attempts"] == 3
     assert counts(client, acc, "w") == (0, 0, 0)
     assert client.db_ok(acc, {"QAck": [{"Queue": "w:dead", "Receipt": d["Receipt"]}]})
@@ -131,7 +127,7 @@ def test_default_max_attempts_setting(server_factory):
     c = srv.client()
     push(c, "a", "q", "once")
     recv(c, "a", "q", Visibility=0.1)
-    (d,) = wait_for(lambda: recv(c, "a", "q:dead"), what="dead letter")
+    (d,) = until(lambda: recv(c, "a", "q:dead"), "dead letter")
     assert d["Body"] == "once"
 
 

@@ -506,68 +506,59 @@ cdef class QueueTable:
         cdef double nw = wall_now(), due
         cdef bytes raw, dk
         cdef list parts = []
-        cdef set wake = None
+        cdef set wake = set()         # queues with receivers waiting
+        cdef list acks = [], pushes = []
         self.wrote = bool(t.qack)
-        if t.qack:
-            parts.append(b'"QAck":[')
-            for a in t.qack:
-                f = self._flight_of(a.head, a.id, a.attempts, a.tag)
-                q = f.q
-                del q.flights[f.id]
-                self.dl.clear(f)
-                st.q_write(_mkey(q.head, f.id), None)
-                self._changed(q)
-                self._group_done(q, f.group, f.id)
-                if q.nwait:
-                    if wake is None:
-                        wake = set()
-                    wake.add(q)
-                parts.append(b'{"Queue":%s,"ID":"%d"},' % (a.qj, a.id))
-            parts[len(parts) - 1] = (<bytes>parts[len(parts) - 1])[:-1]
-            parts.append(b"],")
-        if t.qpush:
-            parts.append(b'"QPush":[')
-            for p in t.qpush:
-                q = self._by_head(p.head)
-                if p.dedup is not None:
-                    dk = b"d" + p.head + <bytes>p.dedup
-                    raw = st.q_read(dk)
-                    if raw is not None and _QDEDUP.unpack(raw)[1] > nw:
-                        p.dup = True
-                        p.res_id = _QDEDUP.unpack(raw)[0]
-                        parts.append(b'{"Queue":%s,"ID":"%d","Duplicate":true},' % (p.qj, p.res_id))
-                        self._forget_if_idle(q)
-                        continue
-                self.hw += 1
-                self.wrote = True
-                p.res_id = self.hw
-                if p.dedup is not None:
-                    st.q_write(dk, _QDEDUP.pack(p.res_id, nw + self.dedup_window))
-                    self.dedup_exp.append((nw + self.dedup_window, dk))
-                due = nw
-                if p.at > nw:
-                    due = p.at
-                elif p.delay > 0:
-                    due = nw + p.delay
-                st.q_write(_mkey(q.head, p.res_id),
-                           _qrec(due, nw, 0, 0, self.max_attempts if p.max_attempts < 0 else p.max_attempts,
-                                 0, p.group, p.body))
-                self._changed(q)
-                self._index_new(q, due, p.res_id, p.group)
-                if q.nwait:
-                    if wake is None:
-                        wake = set()
-                    wake.add(q)
-                parts.append(b'{"Queue":%s,"ID":"%d"},' % (p.qj, p.res_id))
-            parts[len(parts) - 1] = (<bytes>parts[len(parts) - 1])[:-1]
-            parts.append(b"],")
-        if wake is not None:
-            # waiting receivers get the new messages now: their answers go out with
-            # this batch, once it is durable
-            for q in wake:
-                self.serve(q)
-        out = b"".join(parts)
-        return out[:len(out) - 1]
+        for a in (t.qack or ()):
+            f = self._flight_of(a.head, a.id, a.attempts, a.tag)
+            q = f.q
+            del q.flights[f.id]
+            self.dl.clear(f)
+            st.q_write(_mkey(q.head, f.id), None)
+            self._changed(q)
+            self._group_done(q, f.group, f.id)
+            if q.nwait:
+                wake.add(q)
+            acks.append(b'{"Queue":%s,"ID":"%d"}' % (a.qj, a.id))
+        for p in (t.qpush or ()):
+            q = self._by_head(p.head)
+            if p.dedup is not None:
+                dk = b"d" + p.head + <bytes>p.dedup
+                raw = st.q_read(dk)
+                if raw is not None and _QDEDUP.unpack(raw)[1] > nw:
+                    p.dup = True
+                    p.res_id = _QDEDUP.unpack(raw)[0]
+                    pushes.append(b'{"Queue":%s,"ID":"%d","Duplicate":true}' % (p.qj, p.res_id))
+                    self._forget_if_idle(q)
+                    continue
+            self.hw += 1
+            self.wrote = True
+            p.res_id = self.hw
+            if p.dedup is not None:
+                st.q_write(dk, _QDEDUP.pack(p.res_id, nw + self.dedup_window))
+                self.dedup_exp.append((nw + self.dedup_window, dk))
+            due = nw
+            if p.at > nw:
+                due = p.at
+            elif p.delay > 0:
+                due = nw + p.delay
+            st.q_write(_mkey(q.head, p.res_id),
+                       _qrec(due, nw, 0, 0, self.max_attempts if p.max_attempts < 0 else p.max_attempts,
+                             0, p.group, p.body))
+            self._changed(q)
+            self._index_new(q, due, p.res_id, p.group)
+            if q.nwait:
+                wake.add(q)
+            pushes.append(b'{"Queue":%s,"ID":"%d"}' % (p.qj, p.res_id))
+        # waiting receivers get the new messages now: their answers go out with this
+        # batch, once it is durable
+        for q in wake:
+            self.serve(q)
+        if acks:
+            parts.append(b'"QAck":[' + b",".join(acks) + b"]")
+        if pushes:
+            parts.append(b'"QPush":[' + b",".join(pushes) + b"]")
+        return b",".join(parts)
 
     cdef int _index_new(self, Queue q, double due, int64_t id, object group) except -1:
         cdef QGroup g
@@ -649,6 +640,8 @@ cdef class QueueTable:
             if not w.live:
                 continue
             self._unpark(w)
+            if w.conn.closed or w.conn.eof:
+                continue              # gone, and we have not been told yet: never hand it one
             out = []
             self._take(q, w.max, w.vis, out)
             if out:
@@ -904,6 +897,8 @@ cdef class QueueTable:
         self._group_done(q, group, id)
         self.srv.after_write()
         r.conn.reply(200, b'{"Queue":%s,"ID":"%d"}' % (json_str(name), id), st.write_seq(), r.head)
+        if q.nwait:
+            self.serve(q)             # the group's next may be due
         return 1
 
     cdef int rest_extend(self, Request r) except -1:
