@@ -87,6 +87,7 @@ cdef class QueueTable:
     cdef readonly bint wrote    # the last apply() wrote something (not only duplicates)
 
     cdef int load(self) except -1
+    cdef int import_records(self, list msgs, list dedups, set accs_replaced, set keep) except -1
     cdef int reload(self, object err) except -1
     cdef int shutdown(self) except -1
     cdef int moving(self, bytes acc) except -1
@@ -124,3 +125,6 @@ cdef class QueueTable:
     cdef int _cancel(self, Request r, bytes name, int64_t id) except -1
     cdef int _unpark(self, Receiver w) except -1
     cdef QGroup _group(self, Queue q, object group)
+    cdef int _index_record(self, Queue q, int64_t id, bytes raw, double nw, double nm, dict keep) except -1
+    cdef list _stored_keys(self, bytes head)
+    cdef int _rebuild(self, Queue q) except -1

@@ -280,6 +280,35 @@ cdef int parse_qack(Txn t, object v) except -1:
     return 0
 
 
+cdef int queue_record(ImportPlan p, dict d, str kind, bytes acc, Server srv, double now) except -1:
+    """A "Msg" or "Dedup" line of an export dump (cdragon.dump) into the import plan."""
+    cdef bytes head = acc + b"\0" + queue_name(d.get("Queue"), "Queue") + b"\0"
+    cdef bytes k
+    cdef double t
+    if kind == "Dedup":
+        if "ID" not in d or "Expires" not in d:
+            raise ApiError(400, "bad_request", "a Dedup record needs ID and Expires")
+        k = b"d" + head + key_bytes(d["Dedup"], "Dedup")
+        t = _epoch(d["Expires"], "Expires")
+        if t > now:
+            p.qd.append((k, _parse_id(d["ID"], "ID"), t))
+        return 0
+    k = _mkey(head, _parse_id(d["Msg"], "Msg"))
+    _seen(p.qm_keys, k, kind)
+    if "Body" not in d:
+        raise ApiError(400, "bad_request", "a Msg record needs Body")
+    group = d.get("Group")
+    p.qm.append((acc, head[len(acc) + 1:len(head) - 1], _parse_id(d["Msg"], "Msg"),
+                 _epoch(d["Due"], "Due") if "Due" in d else now,
+                 _epoch(d["Sent"], "Sent") if "Sent" in d else now,
+                 _epoch(d["Till"], "Till") if "Till" in d else 0,
+                 as_int64(d.get("Attempts", 0), "Attempts", 0, 2147483647),
+                 as_int64(d.get("MaxAttempts", srv.queues.max_attempts), "MaxAttempts", 0, 2147483647),
+                 None if group is None else key_bytes(group, "Group"),
+                 encode_value(d["Body"], srv.lim.max_value_bytes)))
+    return 0
+
+
 cdef bytes _receipt(int64_t id, int64_t attempts, uint32_t tag):
     return b"%d-%d-%08x" % (id, attempts, tag)
 
@@ -349,9 +378,6 @@ cdef class QueueTable:
         cdef double nw = wall_now(), nm = mono_now()
         cdef bytes k, raw, head, last = None
         cdef Queue q = None
-        cdef QGroup g
-        cdef Flight f
-        cdef int64_t id
         cdef set touched = set()
         cdef list stale = []
         raw = st.rtxn.get(b"qid", None, st.db_meta)
@@ -363,41 +389,7 @@ cdef class QueueTable:
                 q = self._by_head(head)
                 touched.add(q)
                 last = head
-            id = _QID.unpack_from(k, len(k) - 8)[0]
-            if id > self.hw:
-                self.hw = id
-            due, sent, till, attempts, maxatt, tag, glen = _QREC.unpack_from(raw)
-            group = _rec_group(raw, glen)
-            if till > 0:
-                # a delivery: in flight until its deadline (which may have passed while
-                # the server was down: it then ends at once, on the loop's first turn)
-                f = Flight.__new__(Flight)
-                f.q = q
-                f.id = id
-                f.attempts = attempts
-                f.tag = tag
-                f.till = till
-                f.group = group
-                q.flights[id] = f
-                self.dl.set(f, nm + (till - nw))
-                if group is not None:
-                    g = self._group(q, group)
-                    g.out = id
-                continue
-            if group is not None:
-                g = self._group(q, group)
-                if g.out != 0:
-                    g.pending.append((due, id))
-                    q.held += 1
-                    continue
-                g.out = id
-            # appended in key order, made a heap below (one pass)
-            if q.n == q.cap:
-                q.hpush(due, id)
-            else:
-                q.h[q.n].due = due
-                q.h[q.n].id = id
-                q.n += 1
+            self._index_record(q, _QID.unpack_from(k, len(k) - 8)[0], raw, nw, nm, None)
         for q in touched:
             q.heapify()
         cur = st.rtxn.cursor(st.db_qdedup)
@@ -414,6 +406,125 @@ cdef class QueueTable:
             st.q_write(k, None)
         if stale:
             self.srv.after_write()
+        return 0
+
+    cdef int _index_record(self, Queue q, int64_t id, bytes raw, double nw, double nm, dict keep) except -1:
+        """Put one stored message into q's index; records come in id (push) order.
+        The heap is appended to: the caller heapifies. `keep`: id -> Flight still
+        going (a rebuild keeps the deliveries and their receipts)."""
+        cdef QGroup g = None
+        cdef Flight f
+        if id > self.hw:
+            self.hw = id
+        due, sent, till, attempts, maxatt, tag, glen = _QREC.unpack_from(raw)
+        group = _rec_group(raw, glen)
+        if group is not None:
+            g = self._group(q, group)
+        if till > 0:
+            # a delivery: in flight until its deadline (which may have passed while the
+            # server was down: it then ends at once, on the loop's first turn)
+            f = None if keep is None else keep.get(id)
+            if f is None:
+                f = Flight.__new__(Flight)
+                f.q = q
+                f.id = id
+                f.attempts = attempts
+                f.tag = tag
+                f.till = till
+                f.group = group
+                self.dl.set(f, nm + (till - nw))
+            q.flights[id] = f
+            if g is not None:
+                g.out = id
+            return 0
+        if g is not None:
+            if g.out != 0:
+                g.pending.append((due, id))
+                q.held += 1
+                return 0
+            g.out = id
+        if q.n == q.cap:
+            q.hpush(due, id)
+        else:
+            q.h[q.n].due = due
+            q.h[q.n].id = id
+            q.n += 1
+        return 0
+
+    # ---- export / import (cdragon.dump writes the records; core/importer.pyx reads them) --
+    cdef int import_records(self, list msgs, list dedups, set accs_replaced, set keep) except -1:
+        """Stage imported messages [(account, queue, id, due, sent, till, attempts, max
+        attempts, group, JSON body)] and DedupIDs [(overlay key, id, expiry)] into the
+        open batch, and index them. A message already here under the same ID is kept as
+        it is (a dump merged back). With mode=replace, the accounts' messages not in
+        the dump (`keep`: their overlay keys) are deleted first. Imported deliveries in
+        flight have no receipt anyone holds: they come back at their Till."""
+        cdef Store st = self.srv.store
+        cdef Queue q
+        cdef bytes mk
+        cdef double nw = wall_now()
+        cdef set touched = set()
+        for q in list(self.queues.values()):
+            if q.acc in accs_replaced:
+                touched.add(q)
+        for acc in accs_replaced:
+            for mk in self._stored_keys(<bytes>acc + b"\0"):
+                if mk not in keep:
+                    st.q_write(mk, None)
+        for acc, name, mid, due, sent, till, att, maxatt, group, body in msgs:
+            q = self._get(acc, name)
+            touched.add(q)
+            mk = _mkey(q.head, mid)
+            if mid > self.hw:
+                self.hw = mid
+            if st.q_read(mk) is None:
+                st.q_write(mk, _qrec(due, sent, till, att, maxatt, self.rng.getrandbits(32), group, body))
+        for dk, mid, exp in dedups:
+            st.q_write(dk, _QDEDUP.pack(mid, exp))
+            self.dedup_exp.append((exp, dk))
+        if dedups:
+            self.dedup_exp = _deque(sorted(self.dedup_exp))
+        for q in touched:
+            self._rebuild(q)
+        return 0
+
+    cdef list _stored_keys(self, bytes head):
+        """The overlay keys of every message under `head` (a record-key prefix), in key
+        order: LMDB's and the overlay's (deleted ones included)."""
+        cdef Store st = self.srv.store
+        cdef bytes oh = b"m" + head
+        cdef set out = {k for k in st.o_q if (<bytes>k).startswith(oh)}
+        cur = st.rtxn.cursor(st.db_qmsg)
+        if cur.set_range(head):
+            for k in cur.iternext(True, False):
+                if not (<bytes>k).startswith(head):
+                    break
+                out.add(b"m" + <bytes>k)
+        return sorted(out)
+
+    cdef int _rebuild(self, Queue q) except -1:
+        """Index q again from its stored messages (after an import changed them)."""
+        cdef Store st = self.srv.store
+        cdef dict keep = q.flights
+        cdef double nw = wall_now(), nm = mono_now()
+        cdef bytes raw
+        q.n = 0
+        q.groups = {}
+        q.held = 0
+        q.flights = {}
+        for mk in self._stored_keys(q.head):
+            raw = st.q_read(mk)
+            if raw is not None:
+                self._index_record(q, _QID.unpack_from(mk, len(mk) - 8)[0], raw, nw, nm, keep)
+        for f in keep.values():
+            if (<Flight>f).id not in q.flights:
+                self.dl.clear(<Flight>f)          # deleted by a replace
+        q.heapify()
+        self._changed(q)
+        if q.nwait:
+            self.serve(q)
+        else:
+            self._forget_if_idle(q)
         return 0
 
     cdef QGroup _group(self, Queue q, object group):
