@@ -219,3 +219,40 @@ def test_read_token_cannot_push_or_receive(server_factory, tmp_path):
     r = c.request("POST", "/queue/a", body={"Queue": "q"}, headers=W)
     assert [m["Body"] for m in r.json["Messages"]] == [1]
 
+
+
+def test_freeze_answers_receivers_and_refuses_queue_writes(server_factory):
+    srv = server_factory()
+    c = srv.client()
+    push(c, "a", "q", "x")
+    (m,) = recv(c, "a", "q")
+    waiting = park(srv, "a", "empty")
+    until(lambda: receivers(srv) == 1, "receiver parked")
+    try:
+        assert c.request("POST", "/admin/freeze?acc=a").status == 200
+        r = waiting.read_response()
+        assert r.status == 503 and r.json["Code"] == "moving"
+        for method, path, body in (("POST", "/db/a/queue/q", 1), ("POST", "/queue/a", {"Queue": "q"}),
+                                   ("DELETE", f"/db/a/queue/q?receipt={m['Receipt']}", None)):
+            r = c.request(method, path, body=body) if body is not None else c.request(method, path)
+            assert r.status == 503 and r.json["Code"] == "moving", (path, r)
+        r = c.db("a", {"QPush": [{"Queue": "q", "Body": 2}]})
+        assert r.status == 503 and r.json["Code"] == "moving"
+        assert counts(c, "a", "q") == (0, 0, 1)           # reads still served
+        assert c.request("DELETE", "/admin/freeze?acc=a").status == 200
+        assert c.db_ok("a", {"QAck": [{"Queue": "q", "Receipt": m["Receipt"]}]})
+    finally:
+        waiting.close()
+
+
+def test_shutdown_answers_receivers(server_factory):
+    srv = server_factory()
+    waiting = park(srv, "a", "q")
+    until(lambda: receivers(srv) == 1, "receiver parked")
+    try:
+        srv.proc.send_signal(15)
+        r = waiting.read_response()
+        assert r.status == 503 and r.json["Code"] == "shutting_down"
+        assert srv.proc.wait(timeout=30) == 0
+    finally:
+        waiting.close()
