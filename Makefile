@@ -53,6 +53,7 @@ testdeps:
 	@command -v openssl >/dev/null || (apt-get update && apt-get install -y openssl)   # TLS tests make certificates
 	@command -v ip >/dev/null || (apt-get update && apt-get install -y iproute2)      # protected-mode tests use a network namespace
 	@command -v setpriv >/dev/null && command -v unshare >/dev/null || (apt-get update && apt-get install -y util-linux)
+	@command -v haproxy >/dev/null || (apt-get update && apt-get install -y haproxy)  # scale-out tests run Debian's HAProxy (2.6)
 
 test: setup testdeps
 	$(PY) -m pytest -q -p no:cacheprovider tests

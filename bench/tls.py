@@ -93,6 +93,12 @@ def bench_cdragon(certs: dict, out: Path) -> dict:
     finally:
         stop(srv)
         shutil.rmtree(data, ignore_errors=True)
+    return wrk_summary(text)
+
+
+def wrk_summary(text: str) -> dict:
+    """requests/s, p50 and p99 (ms) and the non-zero error counts of wrk's BENCH_RESULT
+    line (bench/lua/result.lua); also used by bench/haproxy.py."""
     m = re.search(r"BENCH_RESULT .*", text)
     if not m:
         raise RuntimeError(f"wrk printed no BENCH_RESULT line:\n{text[-800:]}")

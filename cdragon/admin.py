@@ -34,6 +34,7 @@ _ROUTES = {
     "/admin/backup": ("cdragon.backup", "admin_backup"),
     "/admin/backups": ("cdragon.backup", "admin_backups"),
     "/admin/freeze": ("cdragon.moving", "admin_freeze"),
+    "/admin/purge": ("cdragon.moving", "admin_purge"),
 }
 
 
@@ -99,6 +100,23 @@ class Admin:
                 done.set_result(lsn)
         self.server.when_checkpointed(settled)
         return await done
+
+    async def staged(self, stage, what: str):
+        """Run stage(on_durable), which stages writes into the open batch and returns
+        (result, that batch's number); return the result once the batch is durable.
+        A failed commit drops its batch's callbacks: it shows as the durable batch
+        number passing this one, and is answered 500."""
+        durable = self.loop.create_future()
+
+        def on_durable():
+            if not durable.done():
+                durable.set_result(None)
+        result, seq = stage(on_durable)
+        while not durable.done():
+            await asyncio.wait([durable], timeout=0.5)
+            if not durable.done() and self.server.store.durable_seq >= seq:
+                raise ApiError(500, "internal", f"{what} could not be logged: {self.server.storage_error}")
+        return result
 
     def child_command(self, *args) -> list[str]:
         """argv of `cdragon <args>` in a child process, from a checkout (this Python

@@ -23,7 +23,7 @@ import sys
 import textwrap
 import tomllib
 
-from cdragon import __version__, config, dump
+from cdragon import __version__, config, dump, shard
 from cdragon.config import ConfigError, load
 
 EXIT_OK = 0                 # clean stop (SIGTERM/SIGINT, everything committed)
@@ -112,6 +112,7 @@ def _parser() -> argparse.ArgumentParser:
                      "ignored for metrics and admin)")
     new.add_argument("--access", required=True, choices=("read", "write", "metrics", "admin"))
     dump.add_parsers(sub)
+    shard.add_parsers(sub)
     return p
 
 
@@ -251,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         return _token_new(args)
     if args.cmd in dump.COMMANDS:
         return dump.run(args)
+    if args.cmd in shard.COMMANDS:
+        return shard.run(args)
     from cdragon import tokens
     try:
         cfg = load(args.config, overrides={"listen": args.listen, "data_dir": args.data_dir})

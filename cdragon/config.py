@@ -97,7 +97,8 @@ ENV_PREFIX = "CDRAGON_"
 NOT_SETTINGS = {
     "CDRAGON_TEST_FAIL_LOG_WRITES": "test hook in cdragon/storage.py: fail the listed log writes",
     "CDRAGON_URL": "the server's URL for client scripts (README's bash lock guard)",
-    "CDRAGON_TOKEN": "cdragon export / import (cdragon/importer.py): the token sent to the server",
+    "CDRAGON_TOKEN": "cdragon export / import (cdragon/importer.py) and shard pin-all (cdragon/shard): "
+                     "the token sent to the server",
     "CDRAGON_PLOT_REEXEC": "bench/plot.py: set when it re-executes itself in its plot venv",
 }
 

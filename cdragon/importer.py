@@ -12,7 +12,6 @@ the server (`listen`, TLS) and talk HTTP with http.client: no dependency.
 """
 from __future__ import annotations
 
-import asyncio
 import http.client
 import json
 import os
@@ -31,22 +30,10 @@ async def admin_import(admin, params: dict, body: bytes):
     mode = params.get("mode", "merge")
     if mode not in MODES:
         raise ApiError(400, "bad_request", f"mode must be merge or replace, got {mode!r}")
-    srv = admin.server
-    plan = parse_import(srv, body)
-    durable = admin.loop.create_future()
-
-    def on_durable():
-        if not durable.done():
-            durable.set_result(None)
-
-    revs, seq = apply_import(srv, plan, mode == "replace", on_durable)
+    plan = parse_import(admin.server, body)
     count = plan.records
-    del plan                  # the staged batch holds what it needs: free the rest now
-    while not durable.done():
-        await asyncio.wait([durable], timeout=0.5)
-        # a failed commit drops its batch's callbacks: it shows as durable_seq passing it
-        if not durable.done() and srv.store.durable_seq >= seq:
-            raise ApiError(500, "internal", f"the import could not be logged: {srv.storage_error}")
+    revs = await admin.staged(lambda on_durable: apply_import(admin.server, plan, mode == "replace", on_durable),
+                              "the import")
     return 200, {"Accounts": len(revs), "Records": count, "Rev": revs}
 
 

@@ -68,3 +68,12 @@ async def admin_freeze(admin, method: str, params: dict):
     server.thaw(acc)
     _save(server, data_dir)
     return 200, {"Account": acc.decode(), "Frozen": False}
+
+
+async def admin_purge(admin, params: dict):
+    """POST /admin/purge?acc=A: delete everything of a frozen account (a move's last
+    step on the instance it left), answered once durable."""
+    from cdragon._core import purge_account
+    acc = _account(params)
+    rev = await admin.staged(lambda on_durable: purge_account(admin.server, acc, on_durable), "the purge")
+    return 200, {"Account": acc.decode(), "Purged": True, "Rev": rev}

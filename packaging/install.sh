@@ -2,7 +2,7 @@
 # Install Cloud Dragon as a systemd service. Run as root; safe to run again (an upgrade
 # replaces the binary and the units, never an existing config):
 #
-#     sudo sh install.sh [PATH/TO/cdragon]
+#     sudo sh install.sh [--instances N] [PATH/TO/cdragon]
 #
 # The binary is the argument, else ./cdragon beside this script, else dist/cdragon of
 # the source tree this script is in. Installs:
@@ -17,6 +17,17 @@
 #                                          /var/lib/cdragon: ReadWritePaths= for it
 # and checks the config with `cdragon check-config`. It does not start anything:
 # `systemctl enable --now cdragon` does (or `systemctl restart cdragon` after an upgrade).
+#
+# --instances N (one host, N cores): also Debian's HAProxy (apt-get install haproxy when
+# missing) on HAPROXY_BIND (default 127.0.0.1:8080) in front of cdragon@8081 ...
+# cdragon@(8080+N) (FIRST_PORT=8081 by default), routing each account to its instance:
+#   /etc/haproxy/haproxy.cfg               written by `cdragon haproxy-config` (a config
+#                                          not written by it is kept as haproxy.cfg.orig)
+#   /etc/haproxy/cdragon-pins.map          account -> instance pins, created empty
+# Changing N on a host that already serves: the accounts that exist are pinned where
+# they are first (`cdragon shard pin-all` with the old instances, which must be running;
+# give the admin token as CDRAGON_TOKEN), so a new instance only gets new accounts.
+# See packaging/README.md "Several instances behind HAProxy" and docs/SCALE-OUT.md.
 #
 # DESTDIR=/some/dir installs under that directory instead of / and then skips creating
 # the user, chown and systemctl (for packaging and for tests).
@@ -33,6 +44,23 @@ say() { printf 'install.sh: %s\n' "$*"; }
 die() { printf 'install.sh: error: %s\n' "$*" >&2; exit 1; }
 
 # --- what to install -------------------------------------------------------------------
+instances=
+while [ $# -ge 1 ]; do
+    case $1 in
+        --instances) [ $# -ge 2 ] || die "--instances needs a number"; instances=$2; shift 2 ;;
+        --instances=*) instances=${1#--instances=}; shift ;;
+        --) shift; break ;;
+        -*) die "unknown option $1 (usage: sh install.sh [--instances N] [PATH/TO/cdragon])" ;;
+        *) break ;;
+    esac
+done
+if [ -n "$instances" ]; then
+    case $instances in
+        *[!0-9]* | 0*) die "--instances $instances: give a number from 1 to 64" ;;
+    esac
+    [ "$instances" -le 64 ] || die "--instances $instances: give a number from 1 to 64"
+fi
+[ $# -le 1 ] || die "too many arguments (usage: sh install.sh [--instances N] [PATH/TO/cdragon])"
 if [ $# -ge 1 ]; then
     bin=$1
 elif [ -f "$here/cdragon" ]; then
@@ -165,6 +193,76 @@ elif [ -f "$DESTDIR$dropin" ] && head -n 1 "$DESTDIR$dropin" | grep -q "^$marker
     rm -f "$DESTDIR$dropin"
     rmdir "$DESTDIR$dropin_dir" 2>/dev/null || true
     say "removed $dropin (data_dir is under /var/lib/cdragon again)"
+fi
+
+# --- several instances behind HAProxy (--instances N) ----------------------------------
+if [ -n "$instances" ]; then
+    HAPROXY_BIND=${HAPROXY_BIND:-127.0.0.1:8080}
+    HAPROXY_DIR=${HAPROXY_DIR:-/etc/haproxy}
+    pins=$HAPROXY_DIR/cdragon-pins.map
+    sock=/run/haproxy/cdragon.sock
+    cfg=$DESTDIR$HAPROXY_DIR/haproxy.cfg
+    if ! command -v haproxy >/dev/null 2>&1; then
+        if [ -z "$DESTDIR" ]; then
+            say "installing Debian's haproxy"
+            apt-get update -qq && apt-get install -y -qq haproxy >/dev/null || die "could not install haproxy"
+        else
+            say "note: haproxy is not installed here (DESTDIR set: not installing it)"
+        fi
+    fi
+    FIRST_PORT=${FIRST_PORT:-8081}
+    case $FIRST_PORT in *[!0-9]* | "" | 0*) die "FIRST_PORT=$FIRST_PORT: give a port number" ;; esac
+    servers=
+    ports=
+    port=$FIRST_PORT
+    while [ "$port" -lt $((FIRST_PORT + instances)) ]; do
+        servers="$servers --server $port=127.0.0.1:$port"
+        ports="$ports cdragon@$port"
+        port=$((port + 1))
+    done
+    mkdir -p "$DESTDIR$HAPROXY_DIR"
+    # a config we wrote before, for other instances: pin the accounts they hold first,
+    # or the new hash (mod N) would send existing accounts to instances without their data
+    old=
+    if [ -f "$cfg" ]; then
+        old=$(sed -n 's/^# cdragon-servers: //p' "$cfg")
+    fi
+    if [ -n "$old" ] && [ "$old" != "${servers# }" ]; then
+        say "the instances change: pinning every existing account where it is first"
+        # shellcheck disable=SC2086  # word splitting of the --server list is intended
+        "$DESTDIR$BINDIR/cdragon" shard pin-all $old --pins "$DESTDIR$pins" --socket "$DESTDIR$sock" \
+            || die "pin-all failed (above): with the old instances running, run
+  sudo CDRAGON_TOKEN=<admin token> cdragon shard pin-all $old --pins $pins --socket $sock
+then install.sh again. Nothing was changed in $HAPROXY_DIR."
+    fi
+    if [ -f "$cfg" ] && [ -z "$old" ] && [ ! -e "$cfg.orig" ]; then
+        cp -p "$cfg" "$cfg.orig"
+        say "kept the previous $HAPROXY_DIR/haproxy.cfg as haproxy.cfg.orig"
+    fi
+    user_flag=
+    if [ -z "$DESTDIR" ] && getent passwd haproxy >/dev/null 2>&1; then
+        user_flag="--user haproxy"
+    fi
+    # shellcheck disable=SC2086
+    "$DESTDIR$BINDIR/cdragon" haproxy-config $servers --bind "$HAPROXY_BIND" \
+        --pins "$DESTDIR$pins" --socket "$sock" $user_flag > "$cfg.new" || die "haproxy-config failed"
+    if [ -n "$DESTDIR" ]; then       # the config names the real paths, not the staging ones
+        sed "s#$DESTDIR$pins#$pins#g" "$cfg.new" > "$cfg.new2" && mv -f "$cfg.new2" "$cfg.new"
+    fi
+    chmod 0644 "$cfg.new"
+    if [ -z "$DESTDIR" ] && command -v haproxy >/dev/null 2>&1; then
+        haproxy -c -q -f "$cfg.new" || die "haproxy -c refused the generated config (kept as $cfg.new)"
+    fi
+    mv -f "$cfg.new" "$cfg"
+    say "installed $HAPROXY_DIR/haproxy.cfg: HAProxy on $HAPROXY_BIND in front of$ports"
+    say "pins (account -> instance) in $pins; runtime API at $sock"
+    if [ -z "$DESTDIR" ] && [ -d /run/systemd/system ]; then
+        systemctl daemon-reload
+        if systemctl is-enabled --quiet cdragon.service 2>/dev/null; then
+            say "note: cdragon.service is enabled and also serves port 8081: systemctl disable --now cdragon"
+        fi
+        say "start them: systemctl enable --now$ports && systemctl enable haproxy && systemctl reload-or-restart haproxy"
+    fi
 fi
 
 # --- systemd -----------------------------------------------------------------------------

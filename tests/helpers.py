@@ -367,8 +367,10 @@ class Server:
     """One real `python -m cdragon serve` process on a free port."""
 
     def __init__(self, data_dir: Path | str, log_dir: Path | str, env: dict | None = None,
-                 config: str | None = None, extra_args: list[str] | None = None):
+                 config: str | None = None, extra_args: list[str] | None = None,
+                 keep_port: bool = False):
         self.data_dir = str(data_dir)
+        self.keep_port = keep_port   # restart on the same port (a load balancer points at it)
         self.log_dir = Path(log_dir)
         self.env_overrides = {k: str(v) for k, v in (env or {}).items()}
         self.config = config
@@ -402,7 +404,8 @@ class Server:
 
     def _start(self, wait: bool) -> "Server":
         assert self.proc is None or self.proc.poll() is not None, "already running"
-        self.port = free_port()
+        if not (self.keep_port and self.port):
+            self.port = free_port()
         self.starts += 1
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.log_dir / f"server-{self.port}-{self.starts}.log"

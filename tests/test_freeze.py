@@ -148,3 +148,34 @@ def test_writes_racing_the_freeze_are_either_refused_or_counted(server, client):
 def test_bad_freeze_requests(client, query, code):
     assert_error(client.request("POST", f"/admin/freeze{query}"), 400, code)
     assert client.get("/admin/freeze").status == 200
+
+
+def test_purge_deletes_everything_of_a_frozen_account_only(server_factory):
+    srv = server_factory()
+    c = srv.client()
+    a, b = unique_account("pg"), unique_account("pgstay")
+    for acc in (a, b):
+        c.db_ok(acc, {"KVSet": [{"Key": f"k{i}", "Value": i} for i in range(50)] + [{"Key": "t", "Value": 1, "TTL": 300}],
+                      "Atomic": [{"Key": "c", "Add": 5}], "Seq": [{"Key": "s", "Count": 3}],
+                      "LockID": "l", "LockDur": 60, "IdempotencyIDs": ["once"]})
+    rev_before = c.get(f"/db/{a}/kv?limit=1").json["Rev"]
+    # not frozen: refused, nothing deleted
+    assert_error(c.request("POST", f"/admin/purge?acc={a}"), 409, "not_frozen")
+    assert c.get(f"/db/{a}/kv/k1").json["Value"] == 1
+    assert c.request("POST", f"/admin/freeze?acc={a}").status == 200
+    r = c.request("POST", f"/admin/purge?acc={a}")
+    assert r.status == 200 and r.json["Account"] == a and r.json["Purged"] is True and r.json["Rev"] > rev_before
+    for check in (lambda: c.get(f"/db/{a}/kv?limit=100").json["KV"] == [],
+                  lambda: c.get(f"/db/{a}/counter/c").json["Value"] == 0,
+                  lambda: c.get(f"/db/{a}/lock/l").json.get("Handle") in (None, 0)):
+        assert check()
+    assert a not in [x["Account"] for x in c.get("/admin/accounts").json["Accounts"]]
+    # the other account is whole, and the purge is durable
+    srv.restart(hard=True)
+    c = srv.client()
+    assert len(c.get(f"/db/{b}/kv?limit=100").json["KV"]) == 51
+    assert c.get(f"/db/{a}/kv?limit=100").json["KV"] == []
+    assert c.get(f"/db/{a}/counter/c").json["Value"] == 0
+    names = [x["Account"] for x in c.get("/admin/accounts").json["Accounts"]]
+    assert b in names and a not in names
+    c.close()

@@ -330,3 +330,23 @@ def apply_import(Server srv, ImportPlan p, bint replace, object on_durable):
     st.open_batch.after.append(on_durable)
     srv.after_write()
     return out, b.seq
+
+
+def purge_account(Server srv, bytes acc, object on_durable):
+    """Delete everything the account holds (keys, counters, sequences, idempotency
+    ids, locks; its revision stays, one higher) in the open batch, as the last step of
+    moving it to another instance; on_durable() once that batch is durable. Only an
+    account frozen for the move: it takes no writes here any more, and its lock
+    waiters have been answered. Returns (its revision now, the batch's number)."""
+    cdef ImportPlan p = ImportPlan.__new__(ImportPlan)
+    cdef Lock L
+    cdef int64_t rev
+    if acc not in srv.frozen:
+        raise ApiError(409, "not_frozen", "only an account frozen for a move (POST /admin/freeze) can be purged")
+    p.kv_keys = p.ctr_keys = p.sq_keys = p.lk_keys = p.idem_keys = set()
+    rev = srv.store.bump_revision(acc)
+    for L in _clear_account(srv, p, acc, rev, mono_now()):
+        srv.locks._forget_if_idle(L)
+    srv.store.open_batch.after.append(on_durable)
+    srv.after_write()
+    return rev, srv.store.open_batch.seq

@@ -124,12 +124,15 @@ cdef Route R_ADMIN_IMPORT = route("/admin/import",      NULL,         admin_call
     post="mode")
 cdef Route R_ADMIN_FREEZE = route("/admin/freeze",      admin_call,   admin_call,    NULL,        admin_call).accept(
     post="acc", delete="acc")
+cdef Route R_ADMIN_PURGE = route("/admin/purge",        NULL,         admin_call,    NULL,        NULL).accept(
+    post="acc")
 
 cdef dict EXACT = {b"/health": R_HEALTH, b"/ready": R_READY,      # whole paths
                    b"/metrics": R_METRICS,
                    b"/admin/accounts": R_ADMIN_ACCOUNTS, b"/admin/backup": R_ADMIN_BACKUP,
                    b"/admin/backups": R_ADMIN_BACKUPS, b"/admin/export": R_ADMIN_EXPORT,
-                   b"/admin/import": R_ADMIN_IMPORT, b"/admin/freeze": R_ADMIN_FREEZE}
+                   b"/admin/import": R_ADMIN_IMPORT, b"/admin/freeze": R_ADMIN_FREEZE,
+                   b"/admin/purge": R_ADMIN_PURGE}
 cdef list ACCOUNT_ROOTS = [(b"db", R_DB), (b"watch", R_WATCH),      # /{root}/{acc}
                          (b"queue", R_QUEUE_RECV)]
 cdef dict RESOURCES = {b"kv": R_KV, b"counter": R_COUNTER,        # /db/{acc}/{kind}/{key}
