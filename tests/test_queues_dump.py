@@ -76,3 +76,23 @@ def test_bad_queue_lines_change_nothing(server_factory):
         assert_error(r, 400, "bad_request")
         assert "line 3" in r.json["Message"]
         assert counts(c, "a", "q") == (1, 0, 0)
+
+
+def test_purge_deletes_the_account_queues(server_factory):
+    srv = server_factory()
+    c = srv.client()
+    for acc in ("gone", "stays"):
+        push(c, acc, "q", "ready")
+        push(c, acc, "q", "later", Delay=3600, DedupID="d")
+        push(c, acc, "g", "grouped", Group="G")
+        recv(c, acc, "g", Visibility=600)                 # in flight
+    assert c.request("POST", "/admin/freeze?acc=gone").status == 200
+    assert c.request("POST", "/admin/purge?acc=gone").status == 200
+    assert c.request("DELETE", "/admin/freeze?acc=gone").status == 200
+    assert counts(c, "gone", "q") == (0, 0, 0) and counts(c, "gone", "g") == (0, 0, 0)
+    assert "Duplicate" not in c.db_ok("gone", {"QPush": [{"Queue": "q", "Body": 1, "DedupID": "d"}]})["QPush"][0]
+    assert counts(c, "stays", "q") == (1, 1, 0) and counts(c, "stays", "g") == (0, 0, 1)
+    srv.restart(hard=True)
+    c = srv.client()
+    assert counts(c, "gone", "q") == (1, 0, 0) and counts(c, "gone", "g") == (0, 0, 0)
+    assert counts(c, "stays", "q") == (1, 1, 0) and counts(c, "stays", "g") == (0, 0, 1)

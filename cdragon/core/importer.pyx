@@ -334,7 +334,7 @@ def apply_import(Server srv, ImportPlan p, bint replace, object on_durable):
 
 def purge_account(Server srv, bytes acc, object on_durable):
     """Delete everything the account holds (keys, counters, sequences, idempotency
-    ids, locks; its revision stays, one higher) in the open batch, as the last step of
+    ids, locks, queue messages and DedupIDs; its revision stays, one higher) in the open batch, as the last step of
     moving it to another instance; on_durable() once that batch is durable. Only an
     account frozen for the move: it takes no writes here any more, and its lock
     waiters have been answered. Returns (its revision now, the batch's number)."""
@@ -347,6 +347,7 @@ def purge_account(Server srv, bytes acc, object on_durable):
     rev = srv.store.bump_revision(acc)
     for L in _clear_account(srv, p, acc, rev, mono_now()):
         srv.locks._forget_if_idle(L)
+    srv.queues.import_records([], [], {acc}, set())      # its queue messages and DedupIDs
     srv.store.open_batch.after.append(on_durable)
     srv.after_write()
     return rev, srv.store.open_batch.seq

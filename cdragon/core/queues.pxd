@@ -126,5 +126,5 @@ cdef class QueueTable:
     cdef int _unpark(self, Receiver w) except -1
     cdef QGroup _group(self, Queue q, object group)
     cdef int _index_record(self, Queue q, int64_t id, bytes raw, double nw, double nm, dict keep) except -1
-    cdef list _stored_keys(self, bytes head)
+    cdef list _stored_keys(self, bytes head, bytes tag)
     cdef int _rebuild(self, Queue q) except -1

@@ -468,9 +468,11 @@ cdef class QueueTable:
             if q.acc in accs_replaced:
                 touched.add(q)
         for acc in accs_replaced:
-            for mk in self._stored_keys(<bytes>acc + b"\0"):
+            for mk in self._stored_keys(<bytes>acc + b"\0", b"m"):
                 if mk not in keep:
                     st.q_write(mk, None)
+            for mk in self._stored_keys(<bytes>acc + b"\0", b"d"):
+                st.q_write(mk, None)          # the dump's DedupIDs are written again below
         for acc, name, mid, due, sent, till, att, maxatt, group, body in msgs:
             q = self._get(acc, name)
             touched.add(q)
@@ -488,18 +490,19 @@ cdef class QueueTable:
             self._rebuild(q)
         return 0
 
-    cdef list _stored_keys(self, bytes head):
-        """The overlay keys of every message under `head` (a record-key prefix), in key
-        order: LMDB's and the overlay's (deleted ones included)."""
+    cdef list _stored_keys(self, bytes head, bytes tag):
+        """The overlay keys of every message (tag b"m") or DedupID (b"d") under `head`
+        (a record-key prefix), in key order: LMDB's and the overlay's (deleted ones
+        included)."""
         cdef Store st = self.srv.store
-        cdef bytes oh = b"m" + head
+        cdef bytes oh = tag + head
         cdef set out = {k for k in st.o_q if (<bytes>k).startswith(oh)}
-        cur = st.rtxn.cursor(st.db_qmsg)
+        cur = st.rtxn.cursor(st.db_qmsg if tag == b"m" else st.db_qdedup)
         if cur.set_range(head):
             for k in cur.iternext(True, False):
                 if not (<bytes>k).startswith(head):
                     break
-                out.add(b"m" + <bytes>k)
+                out.add(tag + <bytes>k)
         return sorted(out)
 
     cdef int _rebuild(self, Queue q) except -1:
@@ -512,7 +515,7 @@ cdef class QueueTable:
         q.groups = {}
         q.held = 0
         q.flights = {}
-        for mk in self._stored_keys(q.head):
+        for mk in self._stored_keys(q.head, b"m"):
             raw = st.q_read(mk)
             if raw is not None:
                 self._index_record(q, _QID.unpack_from(mk, len(mk) - 8)[0], raw, nw, nm, keep)
