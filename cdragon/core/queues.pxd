@@ -124,6 +124,7 @@ cdef class QueueTable:
     cdef int _run_one(self, Request r, Txn t, bytes body) except -1
     cdef int _cancel(self, Request r, bytes name, int64_t id) except -1
     cdef int _unpark(self, Receiver w) except -1
+    cdef int _no_waiters(self, Queue q) except -1
     cdef QGroup _group(self, Queue q, object group)
     cdef int _index_record(self, Queue q, int64_t id, bytes raw, double nw, double nm, dict keep) except -1
     cdef list _stored_keys(self, bytes head, bytes tag)

@@ -763,9 +763,7 @@ cdef class QueueTable:
             w.conn.fill(w.slot, frame(200, _messages(out), w.slot.close, w.slot.head),
                         st.write_seq() if out else read_seq(st))
         if q.nwait == 0:
-            q.waiters = None
-            self.dl.clear(q)
-            self._forget_if_idle(q)
+            self._no_waiters(q)
         else:
             self._arm(q)
         return 0
@@ -881,14 +879,18 @@ cdef class QueueTable:
         self.dl.clear(w)
         return 0
 
+    cdef int _no_waiters(self, Queue q) except -1:
+        """q's last receiver left: no deque, no deadline of its own; q may go."""
+        q.waiters = None
+        self.dl.clear(q)
+        return self._forget_if_idle(q)
+
     cdef int leave(self, Receiver w) except -1:
         """The receiver's client went away: it leaves and is never handed a message."""
         if w.live:
             self._unpark(w)
             if w.q.nwait == 0:
-                w.q.waiters = None
-                self.dl.clear(w.q)
-                self._forget_if_idle(w.q)
+                self._no_waiters(w.q)
         return 0
 
     cdef int wait_expired(self, Receiver w) except -1:
@@ -897,9 +899,7 @@ cdef class QueueTable:
         self._unpark(w)
         w.conn.fill(w.slot, frame(200, b'{"Messages":[]}', w.slot.close, w.slot.head), 0)
         if w.q.nwait == 0:
-            w.q.waiters = None
-            self.dl.clear(w.q)
-            self._forget_if_idle(w.q)
+            self._no_waiters(w.q)
         return 0
 
     # ---- REST: /db/{acc}/queue/{q} ---------------------------------------------------------------
