@@ -8,6 +8,8 @@ cdef class ImportPlan:
     cdef list idem             # (record key, expires)
     cdef dict revs             # account -> the revision it must reach at least
     cdef set kv_keys, ctr_keys, sq_keys, lk_keys, idem_keys
+    cdef list qm, qd           # queue messages and DedupIDs (queues.pyx import_records)
+    cdef set qm_keys           # the messages' overlay keys
     cdef readonly Py_ssize_t records
     cdef int64_t top_handle    # the highest handle named, expired locks included
     cdef bytes top_handle_key  # a lock key to carry the handle high-water mark
