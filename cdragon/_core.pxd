@@ -28,6 +28,13 @@ cdef class AdminReply
 cdef class RangeReader
 cdef class Lister
 cdef class Stats
+cdef class Queue
+cdef class QGroup
+cdef class Flight
+cdef class Receiver
+cdef class QPushOp
+cdef class QAckOp
+cdef class QueueTable
 cdef class ImportPlan
 cdef class RateOp
 
@@ -41,6 +48,7 @@ include "core/routes.pxd"
 include "core/txn.pxd"
 include "core/locks.pxd"
 include "core/watch.pxd"
+include "core/queues.pxd"
 include "core/ratelimit.pxd"
 include "core/expiry.pxd"
 include "core/auth.pxd"

@@ -200,6 +200,7 @@ class ChildFailed(Exception):
     """A `cdragon <subcommand>` child exited non-zero."""
 
     def __init__(self, what: str, code: int, stderr: bytes):
+        self.code = code
         lines = [ln for ln in stderr.decode("utf-8", "replace").splitlines() if ln.strip()]
         self.line = lines[-1] if lines else f"exit code {code}"
         super().__init__(f"{what} failed (exit {code}): {self.line}")

@@ -55,6 +55,10 @@ class Config:
     body_timeout: float = 30.0
     idle_timeout: float = 75.0
     shutdown_timeout: float = 10.0
+    # queues (API.md "Queues and scheduled tasks")
+    queue_dedup_window: float = 300.0       # a DedupID is remembered this long
+    max_queue_delay: float = 365 * 24 * 3600.0   # furthest Delay / At ahead
+    queue_max_attempts: int = 10            # deliveries before {Queue}:dead (0: no limit)
     # retention
     idempotency_ttl: float = 24 * 3600.0
     delete_retention: float = 3600.0
@@ -107,7 +111,8 @@ _FIELDS = {f.name: f for f in fields(Config)}
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("text", "json")
 SHIP_LOG = ("auto", "on", "off")
-ZERO_OK = ("backup_interval",)   # numbers where 0 means "off"
+# numbers where 0 is allowed, and what it means
+ZERO_OK = {"backup_interval": "off", "queue_max_attempts": "no limit"}
 
 ENV_PREFIX = "CDRAGON_"
 
@@ -199,7 +204,7 @@ def _check(cfg: Config) -> Config:
         v = getattr(cfg, f.name)
         if f.name in ZERO_OK:
             if not v >= 0:
-                raise ConfigError(f"{f.name} must be >= 0 (0 = off), got {v!r}")
+                raise ConfigError(f"{f.name} must be >= 0 (0 = {ZERO_OK[f.name]}), got {v!r}")
         elif f.type in ("int", "float") and not (v > 0):
             raise ConfigError(f"{f.name} must be > 0, got {v!r}")
     if cfg.log_level not in LOG_LEVELS:

@@ -46,7 +46,7 @@ def open_snapshot(data_dir: str):
     else:
         raise RuntimeError("the LMDB map keeps growing under the reader")
     dbs = {}
-    for name in (b"kv", b"counter", b"seq", b"lock", b"idem", b"meta",
+    for name in (b"kv", b"counter", b"seq", b"lock", b"idem", b"meta", b"qmsg", b"qdedup",
                  b"ratelimit"):
         try:
             dbs[name] = env.open_db(name, txn=txn, create=False)
@@ -122,6 +122,7 @@ def export_lines(txn, dbs, acc: bytes | None, now: float):
             continue
         a, key = _split(k)
         yield b'{"Acc":%s,"Idem":%s,"Expires":%s}' % (_js(a), _js(key), repr(exp).encode())
+    yield from queue_lines(txn, dbs, head, now)
     yield from ratelimit_lines(txn, dbs, head, now)
 
 
@@ -135,6 +136,35 @@ def ratelimit_lines(txn, dbs, head: bytes, now: float):
         if tat > now_ns:
             a, key = _split(k)
             yield b'{"Acc":%s,"RateLimit":%s,"TAT":%d}' % (_js(a), _js(key), tat)
+
+
+# the queue records of core/queues.pyx: qmsg acc\0queue\0id (8 bytes, big-endian) ->
+# due, sent, till (visibility deadline, 0: none), attempts, max attempts, receipt check,
+# group length (_QREC), group, JSON body; qdedup acc\0queue\0dedup id -> id, expiry
+_QREC = struct.Struct(">dddiiIH")
+_QID = struct.Struct(">q")
+_QDEDUP = struct.Struct(">qd")
+
+
+def queue_lines(txn, dbs, head: bytes, now: float):
+    """The dump's "Msg" and "Dedup" lines (a delivery in flight keeps its Till; its
+    receipt does not travel)."""
+    for k, v in _records(txn, dbs[b"qmsg"], head):
+        a, rest = _split(k)
+        due, sent, till, attempts, maxatt, _tag, glen = _QREC.unpack_from(v)
+        line = b'{"Acc":%s,"Queue":%s,"Msg":"%d","Body":%s,"Due":%s,"Sent":%s,"Attempts":%d,"MaxAttempts":%d' % (
+            _js(a), _js(rest[:-9]), _QID.unpack_from(rest, len(rest) - 8)[0], v[_QREC.size + glen:],
+            repr(due).encode(), repr(sent).encode(), attempts, maxatt)
+        if glen:
+            line += b',"Group":%s' % _js(v[_QREC.size:_QREC.size + glen])
+        yield line + (b',"Till":%s}' % repr(till).encode() if till > now else b"}")
+    for k, v in _records(txn, dbs[b"qdedup"], head):
+        mid, exp = _QDEDUP.unpack(v)
+        if exp > now:
+            a, rest = _split(k)
+            q, dedup = _split(rest)
+            yield b'{"Acc":%s,"Queue":%s,"Dedup":%s,"ID":"%d","Expires":%s}' % (
+                _js(a), _js(q), _js(dedup), mid, repr(exp).encode())
 
 
 def write_export(data_dir: str, acc: str | None, out) -> int:
@@ -194,6 +224,13 @@ def account_counts(data_dir: str) -> list[dict]:
         for k, v in _records(txn, dbs[b"lock"], b""):
             if _F64BE.unpack_from(v, 8)[0] > now:
                 entry(_split(k)[0])["Locks"] += 1
+        queues = set()
+        for k, _v in _records(txn, dbs[b"qmsg"], b""):
+            a = _split(k)[0]
+            entry(a)["Messages"] += 1
+            if k[:-8] not in queues:
+                queues.add(k[:-8])
+                entry(a)["Queues"] += 1
     finally:
         txn.abort()
         env.close()

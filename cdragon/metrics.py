@@ -95,6 +95,14 @@ class CdragonCollector:
         yield GaugeMetricFamily("cdragon_locks_held", "Locks held now.", value=s["locks_held"])
         yield GaugeMetricFamily("cdragon_lock_waiters", "Requests waiting for a lock.", value=s["lock_waiters"])
         yield GaugeMetricFamily("cdragon_watchers", "Watches waiting for a change.", value=s["watchers"])
+        qc = self.server.queues.counts()
+        qm = GaugeMetricFamily("cdragon_queue_messages", "Queue messages, by state (ready includes "
+                               "those held behind their group).", labels=["state"])
+        for state in ("ready", "delayed", "inflight"):
+            qm.add_metric([state], qc[state])
+        yield qm
+        yield GaugeMetricFamily("cdragon_queue_receivers", "Receivers waiting on POST /queue/{acc}.",
+                                value=qc["waiters"])
         sb = GaugeMetricFamily("cdragon_storage_bytes", "Bytes used: LMDB pages in use (data) and "
                                "write-ahead log segments (log).", labels=["part"])
         sb.add_metric(["data"], s["data_bytes"])

@@ -28,7 +28,7 @@ __all__ = ["wal_body", "WalWriter", "Keeper", "segments", "read_records", "read_
            "DB_NAMES"]
 
 # the LMDB sub-databases, in the order the record body numbers them (never reorder)
-DB_NAMES = (b"kv", b"counter", b"seq", b"lock", b"idem", b"idemexp", b"meta", b"kvexp",
+DB_NAMES = (b"kv", b"counter", b"seq", b"lock", b"idem", b"idemexp", b"meta", b"kvexp", b"qmsg", b"qdedup",
             b"ratelimit")
 
 HEADER = struct.Struct("<IIQQ")      # body length, crc32, record number, batch number

@@ -31,7 +31,7 @@ from cdragon.storage import Storage
 
 HANG_GUARD = 30.0    # seconds: only to fail instead of hanging when something never happens
 ZERO = {"connections": 0, "waiters": 0, "watchers": 0, "timers": 0, "overlay_entries": 0,
-        "unapplied_batches": 0, "locks_held": 0, "listers": 0}
+        "unapplied_batches": 0, "locks_held": 0, "listers": 0, "receivers": 0}
 
 
 # --------------------------------------------------------------------------- requests

@@ -403,3 +403,13 @@ def test_extreme_limits_do_not_overflow(client, acc):
     r = peek(client, acc, "x", rate=10**9, per=1, burst=10**9)
     assert r.status == 200 and r.json["Allowed"] is False and r.json["Remaining"] == 0
     assert_error(take(client, acc, "y", rate=1, per=year, burst=147), 400, "bad_request")
+
+
+def test_a_refused_request_pushes_no_message(client, acc):
+    """With queues (issue 16): "send this mail only if user 42 is under the limit"."""
+    send = {"RateLimit": [{"Key": "user:42", "Rate": 1, "Per": 3600}],
+            "QPush": [{"Queue": "mail", "Body": {"to": "a@b"}}]}
+    assert client.db(acc, send).status == 200
+    assert_error(client.db(acc, send), 429, "rate_limited")
+    got = client.post(f"/queue/{acc}", {"Queue": "mail", "Max": 10})
+    assert got.status == 200 and len(got.json["Messages"]) == 1

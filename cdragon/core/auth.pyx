@@ -148,7 +148,8 @@ cdef class Auth:
 cdef bint read_only_txn(Txn t):
     """Whether a POST /db does nothing but read (what a read token may send)."""
     cdef Op op
-    if t.kvset or t.kvdel or t.seqs or t.idem or t.lock_id is not None or t.unlock_id is not None:
+    if (t.kvset or t.kvdel or t.seqs or t.idem or t.qpush or t.qack or t.lock_id is not None
+            or t.unlock_id is not None):
         return False
     for op in t.atomic:
         if op.is_set or op.n != 0:

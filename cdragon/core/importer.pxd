@@ -9,6 +9,8 @@ cdef class ImportPlan:
     cdef list rl               # (record key, TAT in epoch ns): rate-limit states
     cdef dict revs             # account -> the revision it must reach at least
     cdef set kv_keys, ctr_keys, sq_keys, lk_keys, idem_keys
+    cdef list qm, qd           # queue messages and DedupIDs (queues.pyx import_records)
+    cdef set qm_keys           # the messages' overlay keys
     cdef set rl_keys
     cdef readonly Py_ssize_t records
     cdef int64_t top_handle    # the highest handle named, expired locks included

@@ -7,7 +7,7 @@
 # durable before it is answered, replayed after a crash, and seen by watchers.
 # Both run on the loop and block it for the time of a big dump (documented in API.md).
 
-cdef tuple _KINDS = ("KV", "Counter", "Seq", "Lock", "Rev", "Idem", "RateLimit")
+cdef tuple _KINDS = ("KV", "Counter", "Seq", "Lock", "Rev", "Idem", "Msg", "Dedup", "RateLimit")
 cdef dict _FIELDS = {
     "KV": ("Acc", "KV", "Value", "Version", "Expires"),
     "Counter": ("Acc", "Counter", "Value"),
@@ -15,6 +15,8 @@ cdef dict _FIELDS = {
     "Lock": ("Acc", "Lock", "Handle", "Till", "Owner"),
     "Rev": ("Acc", "Rev"),
     "Idem": ("Acc", "Idem", "Expires"),
+    "Msg": ("Acc", "Queue", "Msg", "Body", "Due", "Sent", "Till", "Attempts", "MaxAttempts", "Group"),
+    "Dedup": ("Acc", "Queue", "Dedup", "ID", "Expires"),
     "RateLimit": ("Acc", "RateLimit", "TAT"),
 }
 cdef tuple _HEADER_FIELDS = ("Format", "FormatVersion", "Server", "Time")
@@ -129,6 +131,8 @@ cdef int _record(ImportPlan p, dict d, Server srv, double now) except -1:
             p.lk.append((k, n, t, owner))
         else:
             p.lk_keys.discard(k)
+    elif kind == "Msg" or kind == "Dedup":
+        queue_record(p, d, kind, acc, srv, now)
     elif kind == "RateLimit":
         _rl_record(p, d, head)
     else:
@@ -188,6 +192,9 @@ def parse_import(Server srv, bytes body):
     p.sq_keys = set()
     p.lk_keys = set()
     p.idem_keys = set()
+    p.qm = []
+    p.qd = []
+    p.qm_keys = set()
     p.rl = []
     p.rl_keys = set()
     p.records = 0
@@ -283,6 +290,8 @@ cdef int64_t _plan_bytes(ImportPlan p):
     cdef int64_t n = 0
     for rec in p.kv:
         n += record_bytes(PyBytes_GET_SIZE(<bytes>rec[1]), PyBytes_GET_SIZE(<bytes>rec[2]))
+    for rec in p.qm:
+        n += record_bytes(PyBytes_GET_SIZE(<bytes>rec[1]) + 16, PyBytes_GET_SIZE(<bytes>rec[9]) + 64)
     for recs in (p.ctr, p.sq, p.lk, p.idem, p.rl):
         for rec in <list>recs:
             n += record_bytes(PyBytes_GET_SIZE(<bytes>rec[0]), 24)
@@ -327,6 +336,8 @@ def apply_import(Server srv, ImportPlan p, bint replace, object on_durable):
         st.seq_write(k, v if replace else max(<int64_t>v, st.seq_read(k)))
     for k, t in p.idem:
         st.idem_write(k, t)
+    if p.qm or p.qd or replace:
+        srv.queues.import_records(p.qm, p.qd, set(p.revs) if replace else set(), p.qm_keys)
     for k, tat in p.rl:
         # merge keeps the later TAT: an import never hands out a fresh burst
         st.rl_write(k, tat if replace else max(<int64_t>tat, st.rl_read(k)))
@@ -352,7 +363,7 @@ def apply_import(Server srv, ImportPlan p, bint replace, object on_durable):
 
 def purge_account(Server srv, bytes acc, object on_durable):
     """Delete everything the account holds (keys, counters, sequences, idempotency
-    ids, locks; its revision stays, one higher) in the open batch, as the last step of
+    ids, locks, queue messages and DedupIDs; its revision stays, one higher) in the open batch, as the last step of
     moving it to another instance; on_durable() once that batch is durable. Only an
     account frozen for the move: it takes no writes here any more, and its lock
     waiters have been answered. Returns (its revision now, the batch's number)."""
@@ -365,6 +376,7 @@ def purge_account(Server srv, bytes acc, object on_durable):
     rev = srv.store.bump_revision(acc)
     for L in _clear_account(srv, p, acc, rev, mono_now()):
         srv.locks._forget_if_idle(L)
+    srv.queues.import_records([], [], {acc}, set())      # its queue messages and DedupIDs
     srv.store.open_batch.after.append(on_durable)
     srv.after_write()
     return rev, srv.store.open_batch.seq

@@ -118,6 +118,7 @@ cdef Route R_READY = route("/ready",                    ready_get,    NULL,     
 cdef Route R_METRICS = route("/metrics",                metrics_get,  NULL,          NULL,        NULL)
 cdef Route R_DB = route("/db/{acc}",                    NULL,         db_post,       NULL,        NULL)
 cdef Route R_WATCH = route("/watch/{acc}",              NULL,         watch_post,    NULL,        NULL, False)
+cdef Route R_QUEUE_RECV = route("/queue/{acc}",         NULL,         queue_receive, NULL,        NULL)
 cdef Route R_KV = route("/db/{acc}/kv/{key}",           kv_get,       NULL,          kv_put,      kv_delete).accept(
     get="raw watch timeout", put="ver ttl", delete="ver")
 cdef Route R_KV_LIST = route("/db/{acc}/kv",            kv_list,      NULL,          NULL,        kv_delete_prefix).accept(
@@ -128,6 +129,8 @@ cdef Route R_SEQUENCE = route("/db/{acc}/sequence/{key}", sequence_get, sequence
     post="count")
 cdef Route R_LOCK = route("/db/{acc}/lock/{key}",       lock_get,     lock_take,     NULL,        lock_release).accept(
     post="dur wait owner id", delete="handle owner id force")
+cdef Route R_QUEUE = route("/db/{acc}/queue/{key}",     queue_stats,  queue_push,    queue_extend, queue_delete).accept(
+    post="delay at group dedup", put="receipt visibility", delete="receipt id")
 cdef Route R_RATELIMIT = route("/db/{acc}/ratelimit/{key}", ratelimit_peek, ratelimit_take, NULL, NULL).accept(
     get="rate per burst", post="rate per burst cost")
 
@@ -150,9 +153,10 @@ cdef dict EXACT = {b"/health": R_HEALTH, b"/ready": R_READY,      # whole paths
                    b"/admin/backups": R_ADMIN_BACKUPS, b"/admin/export": R_ADMIN_EXPORT,
                    b"/admin/import": R_ADMIN_IMPORT, b"/admin/freeze": R_ADMIN_FREEZE,
                    b"/admin/purge": R_ADMIN_PURGE}
-cdef list ACCOUNT_ROOTS = [(b"db", R_DB), (b"watch", R_WATCH)]     # /{root}/{acc}
+cdef list ACCOUNT_ROOTS = [(b"db", R_DB), (b"watch", R_WATCH),      # /{root}/{acc}
+                         (b"queue", R_QUEUE_RECV)]
 cdef dict RESOURCES = {b"kv": R_KV, b"counter": R_COUNTER,        # /db/{acc}/{kind}/{key}
-                       b"sequence": R_SEQUENCE, b"lock": R_LOCK,
+                       b"sequence": R_SEQUENCE, b"lock": R_LOCK, b"queue": R_QUEUE,
                        b"ratelimit": R_RATELIMIT}
 cdef dict COLLECTIONS = {b"kv": R_KV_LIST}                         # /db/{acc}/{kind}
 

@@ -16,6 +16,7 @@ cdef class Server:
     cdef readonly Deadlines deadlines
     cdef public LockTable locks
     cdef public WatchHub watches
+    cdef public QueueTable queues
     cdef readonly Expiry expiry
     cdef readonly Auth auth
     cdef set listers               # big lists in progress (each holds a read snapshot)

@@ -63,6 +63,7 @@ cdef class Server:
         self.deadlines = Deadlines(loop)
         self.locks = LockTable(self, self.deadlines)
         self.watches = WatchHub(self, self.deadlines)
+        self.queues = QueueTable(self, self.deadlines)
         self.expiry = Expiry(self)
         self.auth = Auth()
         self.listers = set()
@@ -76,6 +77,7 @@ cdef class Server:
         hw, records = self.storage.load_locks()
         self.locks.load(hw, records)
         self.storage.start(self.loop, self.on_commit, self.on_applied)
+        self.queues.load()
         self.sweep_handle = self.loop.call_later(SWEEP_INTERVAL_MS / 1000.0, self._sweep)
 
     def set_auth(self, list tokens, bint protected_mode):
@@ -135,6 +137,8 @@ cdef class Server:
         self.pending_ops = self.store.encode(b)
         if b.lk:
             self.pending_ops.extend(self.locks.encode(b))
+        if b.qm:
+            self.pending_ops.append((b"meta", [(b"qid", pack_i64(self.queues.hw))], []))
         self.writer_busy = True
         self.storage.submit(b.seq, self.pending_ops)
         return 0
@@ -223,6 +227,7 @@ cdef class Server:
         self.frozen.add(acc)
         self.locks.moving(acc)
         self.watches.moving(acc)
+        self.queues.moving(acc)
 
     def thaw(self, bytes acc):
         self.frozen.discard(acc)
@@ -301,6 +306,7 @@ cdef class Server:
         # the lock table goes back to what is on disk; its waiters get the same answer
         hw, records = self.storage.load_locks()
         self.locks.reload(err, hw, records)
+        self.queues.reload(err)
         self.expiry.restart()
         if self.ckpt_waiters:
             self._wake_ckpt_waiters()      # _settle put every durable batch into LMDB
@@ -330,6 +336,7 @@ cdef class Server:
         self.store.purge_some(PURGE_PER_SWEEP)
         self._maybe_checkpoint()
         self._expire()
+        self.queues.sweep()
 
     def _expire(self):
         """TTL expiries; while a slice leaves more due, the next one runs at once (after
@@ -343,6 +350,7 @@ cdef class Server:
         self.shutting_down = True
         self.locks.shutdown()
         self.watches.shutdown()
+        self.queues.shutdown()
         self.kick()
 
     def close_idle(self, double grace):
@@ -373,8 +381,9 @@ cdef class Server:
             "connections": len(self.conns),
             "waiters": self.locks.nwaiters,
             "watchers": self.watches.nwatchers,
+            "receivers": self.queues.nwaiters,
             "timers": len(self.deadlines),
-            "overlay_entries": len(st.o_kv) + len(st.o_ctr) + len(st.o_seq) + len(st.o_idem),
+            "overlay_entries": len(st.o_kv) + len(st.o_ctr) + len(st.o_seq) + len(st.o_idem) + len(st.o_q),
             "unapplied_batches": len(st.unapplied) + len(st.to_purge),
             "listers": len(self.listers),
             "locks_held": self.locks.held,

@@ -19,6 +19,7 @@ cdef class Batch:
     cdef dict revs                      # account -> its revision after this batch
     cdef dict lk                        # lock keys changed (values: None)
     cdef dict kx                        # expiry index entries: True put, False delete
+    cdef dict qm                        # queue records written (queues.pyx): tag byte + key -> Entry
     cdef dict rl                        # rate-limit TATs written (ratelimit.pyx) -> Entry
     cdef list conns                     # connections with a response waiting on this batch
     cdef list after                     # callables to run once durable (grants, wakes)
@@ -45,10 +46,11 @@ cdef class RangeReader:
 cdef class Store:
     cdef object storage
     cdef object rtxn
-    cdef object db_kv, db_ctr, db_seq, db_idem, db_meta, db_kvexp
+    cdef object db_kv, db_ctr, db_seq, db_idem, db_meta, db_kvexp, db_qmsg, db_qdedup
     cdef object db_rl
     cdef dict o_rl                            # rate-limit TATs: full key -> newest Entry
     cdef dict o_kv, o_ctr, o_seq, o_idem      # overlays: full key -> newest Entry
+    cdef dict o_q                             # queue records: b"m" (qmsg) or b"d" (qdedup) + key
     cdef dict kv_by_acc                       # account -> set of its keys in o_kv, kept
                                               # for accounts with prefix watches only
     cdef dict revs                            # account -> revision (authoritative)
@@ -88,6 +90,8 @@ cdef class Store:
     cdef int ctr_write(self, bytes k, int64_t v) except -1
     cdef int seq_write(self, bytes k, int64_t v) except -1
     cdef int idem_write(self, bytes k, double expiry) except -1
+    cdef object q_read(self, bytes tk)
+    cdef int q_write(self, bytes tk, object val) except -1
     cdef int64_t rl_read(self, bytes k) except? -1
     cdef int rl_write(self, bytes k, int64_t tat) except -1
     cdef int64_t bump_revision(self, bytes acc) except -1

@@ -38,6 +38,24 @@ cdef inline Py_ssize_t record_bytes(Py_ssize_t klen, Py_ssize_t vlen) noexcept:
     return (vlen + 16 + 4095) // 4096 * 4096 + klen + 16
 
 
+cdef list _queue_ops(dict qm):
+    """A batch's queue records as writer ops (qmsg and qdedup)."""
+    cdef list mp = [], md = [], dp = [], dd = []
+    cdef bytes tk
+    cdef Entry e
+    for tk, e in qm.items():
+        if tk[0] == 109:        # "m"
+            if e.val is None:
+                md.append(tk[1:])
+            else:
+                mp.append((tk[1:], e.val))
+        elif e.val is None:
+            dd.append(tk[1:])
+        else:
+            dp.append((tk[1:], e.val))
+    return [(b"qmsg", mp, md), (b"qdedup", dp, dd)]
+
+
 cdef class Batch:
 
     def __cinit__(self, int64_t seq):
@@ -49,6 +67,7 @@ cdef class Batch:
         self.revs = {}
         self.lk = {}
         self.kx = {}
+        self.qm = {}
         self.rl = {}
         self.conns = []
         self.after = []
@@ -58,7 +77,7 @@ cdef class Batch:
 
     cdef bint empty(self) noexcept:
         return not (self.kv or self.ctr or self.sq or self.idem or self.revs or self.lk or self.kx
-                    or self.after or self.rl)
+                    or self.qm or self.after or self.rl)
 
     cdef int mark(self, dict dirty, bytes k, Py_ssize_t size) except -1:
         if k not in dirty:
@@ -118,6 +137,8 @@ cdef class Store:
         self.db_idem = dbs[b"idem"]
         self.db_meta = dbs[b"meta"]
         self.db_kvexp = dbs[b"kvexp"]
+        self.db_qmsg = dbs[b"qmsg"]
+        self.db_qdedup = dbs[b"qdedup"]
         self.db_rl = dbs[b"ratelimit"]
         self.o_rl = {}
         self.rtxn = storage.begin_read()
@@ -125,6 +146,7 @@ cdef class Store:
         self.o_ctr = {}
         self.o_seq = {}
         self.o_idem = {}
+        self.o_q = {}
         self.kv_by_acc = {}
         self.revs = {}
         self.durable_revs = {}
@@ -373,6 +395,19 @@ cdef class Store:
         self._entry(self.o_idem, self.open_batch.idem, k, 24).f = expiry
         return 0
 
+    cdef object q_read(self, bytes tk):
+        """A queue record (queues.pyx; `tk` = b"m" or b"d" + LMDB key): bytes or None."""
+        cdef Entry e = self.o_q.get(tk)
+        if e is not None:
+            self._saw(e)
+            return e.val
+        return self.rtxn.get(tk[1:], None, self.db_qmsg if tk[0] == 109 else self.db_qdedup)
+
+    cdef int q_write(self, bytes tk, object val) except -1:
+        """Write (None: delete) a queue record with the open batch."""
+        self._entry(self.o_q, self.open_batch.qm, tk, 0 if val is None else PyBytes_GET_SIZE(val)).val = val
+        return 0
+
     cdef int64_t rl_read(self, bytes k) except? -1:
         """A rate-limit key's TAT (epoch ns; 0: no state)."""
         return self._num_read(self.o_rl, self.db_rl, k)
@@ -462,6 +497,8 @@ cdef class Store:
                         [k for k, e in b.rl.items() if not (<Entry>e).num]))
         if b.revs:
             ops.append((b"meta", [(b"rev\0" + <bytes>a, pack_i64(r)) for a, r in b.revs.items()], []))
+        if b.qm:
+            ops.extend(_queue_ops(b.qm))
         return ops
 
     cdef Batch take_open(self):
@@ -514,6 +551,8 @@ cdef class Store:
             e.prev = None
         for e in b.idem.values():
             e.prev = None
+        for e in b.qm.values():
+            e.prev = None
         for e in b.rl.values():
             e.prev = None
         if b.revs:
@@ -560,6 +599,7 @@ cdef class Store:
             self._purge(b.ctr, self.o_ctr, seq)
             self._purge(b.sq, self.o_seq, seq)
             self._purge(b.idem, self.o_idem, seq)
+            self._purge(b.qm, self.o_q, seq)
             self._purge(b.rl, self.o_rl, seq)
             budget -= b.nkeys + 1
 
@@ -578,6 +618,7 @@ cdef class Store:
         self.o_ctr.clear()
         self.o_seq.clear()
         self.o_idem.clear()
+        self.o_q.clear()
         self.o_rl.clear()
         self.kv_by_acc.clear()
         self.revs.clear()

@@ -39,6 +39,8 @@ cdef class Txn:
     cdef dict seq_last    # while running: sequence key -> last value it hands out
     cdef bint kv_writes   # while running: some KVSet or KVDelete entry writes
     cdef int64_t rev      # the account revision the answer shows (0: none)
+    cdef list qpush, qack # QPushOp / QAckOp (queues.pyx), or None
+    cdef bytes qbody      # after running: the answer's "QPush" / "QAck" part, or None
     cdef list rl          # RateOps (ratelimit.pyx), or None
 
     cdef int adds_data(self) except -1

@@ -28,7 +28,7 @@ cdef class Txn:
         """Whether running this may need more storage. Reads (Add: 0, KVGet) need none,
         and deletes and counter resets free space, so a full store still takes them."""
         cdef Op op
-        if self.seqs or self.idem or self.rl:
+        if self.seqs or self.idem or self.qpush or self.rl:
             return 1
         # (a KVDelete frees space)
         for op in self.kvset:
@@ -344,6 +344,10 @@ cdef Txn parse_txn(bytes acc, object body, Server srv):
             _parse_kvlist(t, v)
         elif name == "KVDelete":
             _parse_kvdelete(t, v)
+        elif name == "QPush":
+            parse_qpush(t, v, srv)
+        elif name == "QAck":
+            parse_qack(t, v)
         elif name == "RateLimit":
             parse_ratelimit(t, v)
         elif name == "LockID":
@@ -360,6 +364,10 @@ cdef Txn parse_txn(bytes acc, object body, Server srv):
             raise unknown_field("", name)
     t.nops = (len(t.kvset) + len(t.kvget) + len(t.atomic) + len(t.seqs) + len(t.idem_s)
               + len(t.kvlist) + len(t.kvdel))
+    if t.qpush is not None:
+        t.nops += len(t.qpush)
+    if t.qack is not None:
+        t.nops += len(t.qack)
     if t.rl is not None:
         t.nops += len(t.rl)
     if t.nops > srv.lim.max_ops:
@@ -581,6 +589,9 @@ cdef int _apply(Txn t, Store st, Server srv) except -1:
         for k in t.idem:
             st.idem_write(k, expiry)
         wrote = True
+    if t.qpush or t.qack:
+        t.qbody = srv.queues.apply(t)
+        wrote = wrote or srv.queues.wrote     # (a duplicate push writes nothing)
     if t.rl and apply_limits(t, st):
         wrote = True
     if t.kv_writes:
@@ -598,6 +609,8 @@ cdef int run_txn(Txn t, Store st, Server srv) except -1:
     if t.idem:
         _check_idempotency(t, st)
     _check_preconditions(t, st)
+    if t.qack:
+        srv.queues.check_acks(t)       # a stale receipt fails like a precondition
     _check_ranges(t, st)
     if t.kvdel:
         _collect_deletes(t, st, srv)
@@ -759,6 +772,8 @@ cdef bytes txn_body(Txn t, bint has_lock=False, int64_t handle=0, double till=0)
     for ops in (t.kvlist, t.kvdel):      # and "Rev", within the 160
         for rop in <list>ops:
             size += 64 + PyBytes_GET_SIZE(rop.pj) + (0 if rop.body is None else PyBytes_GET_SIZE(rop.body))
+    if t.qbody is not None:
+        size += PyBytes_GET_SIZE(t.qbody) + 1
     if t.rl:
         size += limits_size(t.rl)
     start = w = _scratch_for(size)
@@ -788,6 +803,10 @@ cdef bytes txn_body(Txn t, bint has_lock=False, int64_t handle=0, double till=0)
         w = _put_ops(w, '"Atomic":[', 10, t.atomic, 2)
     if t.seqs:
         w = _put_ops(w, '"Seq":[', 7, t.seqs, 3)
+    if t.qbody is not None and PyBytes_GET_SIZE(t.qbody):
+        w = _put(w, t.qbody)
+        w[0] = b','
+        w += 1
     if t.rl:
         w = put_limits(w, t.rl)
     if w - start == 1:

@@ -4,7 +4,7 @@
 
 cdef dict _DB_INDEX = {b"kv": 0, b"counter": 1, b"seq": 2, b"lock": 3, b"idem": 4,
                        b"idemexp": 5, b"meta": 6, b"kvexp": 7,
-                       b"ratelimit": 8}
+                       b"qmsg": 8, b"qdedup": 9, b"ratelimit": 10}
 
 
 cdef inline char* _put_u16(char* p, Py_ssize_t v) noexcept:
