@@ -15,12 +15,16 @@ Rows:
 Writes section "ratelimit" of bench/RESULTS.md (bench/sections.py); never stops a
 process it did not start.
 
-    .venv/bin/python bench/ratelimit.py [--no-write]     (DURATION, WARMUP, CONNECTIONS: bench/knobs.py)
+    .venv/bin/python bench/ratelimit.py [--rounds 3] [--no-write]
+                                      (DURATION, WARMUP, CONNECTIONS: bench/knobs.py)
+With --rounds N every row is measured N times, the systems in turn each round, and
+the table shows the median of each figure (the ratio: the median of the rounds' ratios).
 """
 from __future__ import annotations
 
 import argparse
 import socket
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -100,6 +104,11 @@ def run_redis(key: str, argv: tuple, keys: int, run_dir: Path, tag: str) -> dict
     return res
 
 
+def median_of(results: list[dict]) -> dict:
+    """Each figure's median over the rounds."""
+    return {k: statistics.median(r[k] for r in results) for k in ("rps", "p50_us", "p99_us")}
+
+
 def fmt(x: float) -> str:
     return f"{x:,.0f}"
 
@@ -107,37 +116,48 @@ def fmt(x: float) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--no-write", action="store_true", help="print the table, leave RESULTS.md alone")
+    ap.add_argument("--rounds", type=int, default=1, help="measure every row this many times (medians)")
     a = ap.parse_args()
     DATA_ROOT.mkdir(parents=True, exist_ok=True)
+    load = " ".join(open("/proc/loadavg").read().split()[:3])
     run_dir = Path(DATA_ROOT) / time.strftime("ratelimit-%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True)
     lines = ["| scenario | cdragon takes/s | Redis EVALSHA/s | ratio | cdragon p50 / p99 ms | Redis p50 / p99 ms |",
              "|---|---:|---:|---:|---:|---:|"]
     try:
         for i, (label, mode, keys, rkey, argv) in enumerate(ROWS):
-            log(f"{label}: cdragon")
-            c = run_cdragon(mode, keys, run_dir, f"cdragon-{i}")
-            log(f"{label}: redis")
-            r = run_redis(rkey, argv, keys, run_dir, f"redis-{i}")
-            lines.append(f"| {label} | {fmt(c['rps'])} | {fmt(r['rps'])} | {c['rps'] / r['rps']:.2f}× | "
+            cs, rs = [], []
+            for n in range(a.rounds):
+                log(f"{label}: cdragon (round {n + 1})")
+                cs.append(run_cdragon(mode, keys, run_dir, f"cdragon-{i}-{n}"))
+                log(f"{label}: redis (round {n + 1})")
+                rs.append(run_redis(rkey, argv, keys, run_dir, f"redis-{i}-{n}"))
+            c, r = median_of(cs), median_of(rs)
+            ratio = statistics.median(x["rps"] / y["rps"] for x, y in zip(cs, rs))
+            lines.append(f"| {label} | {fmt(c['rps'])} | {fmt(r['rps'])} | {ratio:.2f}× | "
                          f"{c['p50_us'] / 1000:.1f} / {c['p99_us'] / 1000:.1f} | "
                          f"{r['p50_us'] / 1000:.1f} / {r['p99_us'] / 1000:.1f} |")
-            log(lines[-1])
+            log(lines[-1] + "  rounds: " + ", ".join(f"{x['rps']:.0f}/{y['rps']:.0f}" for x, y in zip(cs, rs)))
         log("atomic add, with and without a RateLimit entry")
-        add = run_cdragon("add", 1000, run_dir, "cdragon-add")
-        add_rl = run_cdragon("add_rl", 1000, run_dir, "cdragon-add-rl")
+        adds, add_rls = [], []
+        for n in range(a.rounds):
+            adds.append(run_cdragon("add", 1000, run_dir, f"cdragon-add-{n}"))
+            add_rls.append(run_cdragon("add_rl", 1000, run_dir, f"cdragon-add-rl-{n}"))
+        add, add_rl = median_of(adds), median_of(add_rls)
+        add_ratio = statistics.median(y["rps"] / x["rps"] for x, y in zip(adds, add_rls))
     finally:
         stop_all()
     cost = [f"| `POST /db` over 1,000 keys | requests/s | p99 ms |", "|---|---:|---:|",
             f"| `Atomic` add 1 | {fmt(add['rps'])} | {add['p99_us'] / 1000:.1f} |",
             f"| the same + one `RateLimit` entry (allowed) | {fmt(add_rl['rps'])} | {add_rl['p99_us'] / 1000:.1f} |",
-            f"| ratio | {add_rl['rps'] / add['rps']:.2f}× | |"]
+            f"| ratio | {add_ratio:.2f}× | |"]
     section = "\n".join([
         "## Rate limits (GCRA) against Redis + Lua",
         "",
-        f"`bench/ratelimit.py` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; DURATION={DURATION}s, "
+        f"`bench/ratelimit.py --rounds {a.rounds}` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+        f"load average at start {load}; DURATION={DURATION}s, "
         f"WARMUP={WARMUP}s, {CONNECTIONS} connections; server on CPU 0, load on CPU 1; each system started "
-        "fresh for each row, in turn, in the same run). cdragon: `POST /db/bench/ratelimit/{key}` with wrk "
+        "fresh for each row, in turn, in the same run; medians over the rounds). cdragon: `POST /db/bench/ratelimit/{key}` with wrk "
         "(`bench/lua/ratelimit.lua`); Redis 7 `appendfsync always` with a GCRA Lua script "
         "(`bench/lua/redis_gcra.lua`) by `EVALSHA`, driven by redis-benchmark. In the take rows every take "
         "is allowed and writes (durable before the answer on both sides); in the refused row every take but "
