@@ -291,3 +291,26 @@ def test_s3_failing_is_502_backup_failed_without_credentials(server_factory, tmp
     assert "cdragon_backup_failures_total 1.0" in text
     assert "cdragon_backup_last_success_timestamp_seconds 0.0" in text
     assert c.get("/ready").status == 200
+
+
+def test_a_backup_carries_queues(server_factory, tmp_path, acc):
+    """Queue messages (ready, scheduled, in flight) come back from a restore: the
+    snapshot holds every LMDB database, the queues' too."""
+    srv = server_factory(env={"CDRAGON_BACKUP_SHIP_LOG": "off"})
+    c = srv.client()
+    c.db_ok(acc, {"QPush": [{"Queue": "mail", "Body": {"n": i}} for i in range(5)]
+                  + [{"Queue": "later", "Body": "x", "Delay": 3600}]})
+    got = c.post(f"/queue/{acc}", {"Queue": "mail", "Max": 2, "Visibility": 3600}).json["Messages"]
+    assert [m["Body"] for m in got] == [{"n": 0}, {"n": 1}]
+    assert c.post("/admin/backup").status == 200
+    dest = tmp_path / "restored"
+    p = cdragon("restore", "--data-dir", dest, "--from", os.path.join(srv.data_dir, "backups"))
+    assert p.returncode == 0, p.stderr
+    c2 = server_factory(data_dir=dest).client()
+    stats = c2.get(f"/db/{acc}/queue/mail").json
+    assert (stats["Ready"], stats["InFlight"]) == (3, 2)
+    assert c2.get(f"/db/{acc}/queue/later").json["Delayed"] == 1
+    rest = c2.post(f"/queue/{acc}", {"Queue": "mail", "Max": 10}).json["Messages"]
+    assert [m["Body"] for m in rest] == [{"n": 2}, {"n": 3}, {"n": 4}]
+    # the deliveries in flight at the backup still hold their receipts
+    assert c2.request("DELETE", f"/db/{acc}/queue/mail?receipt={got[0]['Receipt']}").status == 200

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-DOCS = ["README.md", "docs/API.md", "docs/SCALE-OUT.md", "packaging/README.md", "bench/RESULTS.md"]
+DOCS = ["README.md", "docs/API.md", "docs/SCALE-OUT.md", "docs/BACKUP.md", "packaging/README.md", "bench/RESULTS.md"]
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
 
 
