@@ -293,11 +293,14 @@ def test_s3_failing_is_502_backup_failed_without_credentials(server_factory, tmp
     assert c.get("/ready").status == 200
 
 
-def test_a_backup_carries_queues(server_factory, tmp_path, acc):
-    """Queue messages (ready, scheduled, in flight) come back from a restore: the
-    snapshot holds every LMDB database, the queues' too."""
+def test_a_backup_carries_queues_and_rate_limits(server_factory, tmp_path, acc):
+    """Queue messages (ready, scheduled, in flight) and rate-limiter states come back
+    from a restore: the snapshot holds every LMDB database, theirs too."""
     srv = server_factory(env={"CDRAGON_BACKUP_SHIP_LOG": "off"})
     c = srv.client()
+    for _ in range(3):
+        assert c.request("POST", f"/db/{acc}/ratelimit/api?rate=1&per=86400&burst=3").status == 200
+    assert c.request("POST", f"/db/{acc}/ratelimit/api?rate=1&per=86400&burst=3").status == 429
     c.db_ok(acc, {"QPush": [{"Queue": "mail", "Body": {"n": i}} for i in range(5)]
                   + [{"Queue": "later", "Body": "x", "Delay": 3600}]})
     got = c.post(f"/queue/{acc}", {"Queue": "mail", "Max": 2, "Visibility": 3600}).json["Messages"]
@@ -312,5 +315,7 @@ def test_a_backup_carries_queues(server_factory, tmp_path, acc):
     assert c2.get(f"/db/{acc}/queue/later").json["Delayed"] == 1
     rest = c2.post(f"/queue/{acc}", {"Queue": "mail", "Max": 10}).json["Messages"]
     assert [m["Body"] for m in rest] == [{"n": 2}, {"n": 3}, {"n": 4}]
+    # the burst taken before the backup stays taken
+    assert_error(c2.request("POST", f"/db/{acc}/ratelimit/api?rate=1&per=86400&burst=3"), 429, "rate_limited")
     # the deliveries in flight at the backup still hold their receipts
     assert c2.request("DELETE", f"/db/{acc}/queue/mail?receipt={got[0]['Receipt']}").status == 200
