@@ -51,10 +51,11 @@ class _PacedFile:
 
 
 def _lower_priority() -> None:
-    """CPU: nice 10. Disk: the idle I/O class (ioprio_set; honoured by the mq-deadline,
+    """CPU: nice 19 (the lowest share: the server keeps its core while it is busy, the
+    snapshot runs in the gaps). Disk: the idle I/O class (ioprio_set; honoured by the mq-deadline,
     BFQ and CFQ schedulers), so the server's log writes go first."""
     try:
-        os.nice(10)
+        os.nice(19)
     except OSError:
         pass
     import ctypes
