@@ -37,6 +37,17 @@ def _readable(sock: socket.socket, wait: float) -> bool:
     return bool(p.poll(max(0, int(wait * 1000))))
 
 
+def wait_for(check, timeout: float = 5.0) -> bool:
+    """Poll check() every 20 ms until it is true or `timeout` seconds passed; its last
+    result."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.02)
+    return check()
+
+
 def free_port() -> int:
     """A port below Linux's ephemeral range (32768+), so the many client sockets of
     the tests never take a server's port between this check and the server's bind."""

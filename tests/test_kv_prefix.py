@@ -6,12 +6,11 @@ max_prefix_delete, and every bad input answered 400/413 with nothing changed.
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 import pytest
 
-from helpers import assert_error, http_request, unique_account
+from helpers import assert_error, http_request, unique_account, wait_for
 
 
 def ok(r) -> dict:
@@ -341,15 +340,6 @@ def checkpoints(c) -> int:
     return int(float(m.group(1)))
 
 
-def wait_until(check, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.02)
-    return check()
-
-
 def test_big_lists_while_the_map_grows(server_factory):
     """The LMDB map grows while big lists hold snapshots: each list lets go of its
     snapshot first and starts over; every answer is still whole and consistent."""
@@ -365,7 +355,7 @@ def test_big_lists_while_the_map_grows(server_factory):
             before = checkpoints(c)
             c.db_ok(acc, {"KVSet": [{"Key": f"fill/{round_}/{j}", "Value": big} for j in range(60)]})
             # each round's fill reaches LMDB (so the map must grow) before the list is read
-            assert wait_until(lambda: checkpoints(c) > before, 30), "no checkpoint ran"
+            assert wait_for(lambda: checkpoints(c) > before, 30), "no checkpoint ran"
             out = ok(raw.read_response(timeout=20))
             assert [e["Key"] for e in out["KV"]] == [f"l/{i:05d}" for i in range(1500)]
     assert (Path(srv.data_dir) / "data.mdb").stat().st_size > 1 << 20       # it did grow

@@ -1,13 +1,12 @@
 """GET /metrics against a real server over a socket: Prometheus text that
 prometheus_client parses, counts that match the requests made, gauges that follow
 locks, watchers and connections, and labels that never hold an account or a key."""
-import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from cdragon import __version__
-from helpers import Raw, http_request
+from helpers import Raw, http_request, wait_for
 
 
 def scrape(client) -> dict:
@@ -22,15 +21,6 @@ def value(families, name, sample=None, **labels):
         if (sample is None or s.name == sample) and all(s.labels.get(k) == v for k, v in labels.items()):
             return s.value
     return None
-
-
-def wait_for(check, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.02)
-    return check()
 
 
 @pytest.fixture
