@@ -347,7 +347,7 @@ class Storage:
                 # the batch's time goes into its record (and, newest wins, into LMDB)
                 ops = list(ops)
                 ops.append((b"meta", [(_CLOCK, _F64.pack(time.time()))], []))
-                body = wal.wal_body(ops)
+                body = wal.wal_parts(ops)
                 t0 = time.perf_counter()
                 self.wal.append(seq, body)     # the record's write and its fdatasync
                 self.fsync_times.observe(time.perf_counter() - t0)

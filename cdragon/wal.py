@@ -11,7 +11,8 @@ endian) and the body. The CRC covers the record and batch numbers and the body, 
 record torn by a crash (or any damage) reads as the end of the log. Body: for each
 database written, its index in `DB_NAMES`, the count of puts and of deletes, then each
 put (key length, value length, key, value) and each deleted key (length, key); the
-encoder is `_core.wal_body`, in Cython, because it runs for every batch.
+encoder is `_core.wal_parts`, in Cython, because it runs for every batch: it hands the
+body over in parts (big values by reference), written with one writev.
 """
 from __future__ import annotations
 
@@ -22,9 +23,9 @@ import struct
 import threading
 import zlib
 
-from cdragon._core import wal_body
+from cdragon._core import wal_body, wal_parts
 
-__all__ = ["wal_body", "WalWriter", "Keeper", "segments", "read_records", "read_raw", "decode_body",
+__all__ = ["wal_body", "wal_parts", "WalWriter", "Keeper", "segments", "read_records", "read_raw", "decode_body",
            "DB_NAMES"]
 
 # the LMDB sub-databases, in the order the record body numbers them (never reorder)
@@ -41,6 +42,16 @@ _SEGMENT = re.compile(r"^wal-(\d{16})\.log$")
 
 def _crc(lsn: int, seq: int, body) -> int:
     return zlib.crc32(body, zlib.crc32(_NUMBERS.pack(lsn, seq)))
+
+
+def _crc_parts(lsn: int, seq: int, parts: list) -> int:
+    crc = zlib.crc32(_NUMBERS.pack(lsn, seq))
+    for part in parts:
+        crc = zlib.crc32(part, crc)
+    return crc
+
+
+_IOV_MAX = 1024          # buffers per writev (Linux's IOV_MAX)
 
 
 def segment_path(directory: str, first_lsn: int) -> str:
@@ -147,25 +158,32 @@ class WalWriter:
         self.size = 0
         fsync_dir(self.dir)
 
-    def append(self, seq: int, body: bytes) -> None:
-        """Write one record and fdatasync: when this returns, the batch is durable.
-        On an error the segment is cut back to its last whole record and the error
-        raised (the record is not in the log)."""
+    def append(self, seq: int, body) -> None:
+        """Write one record (its body as bytes, or as wal_parts' list) and fdatasync:
+        when this returns, the batch is durable. On an error the segment is cut back to
+        its last whole record and the error raised (the record is not in the log)."""
         lsn = self.lsn + 1
-        head = HEADER.pack(len(body), _crc(lsn, seq, body), lsn, seq)
+        parts = [body] if isinstance(body, bytes) else body
+        size = sum(map(len, parts))
+        head = HEADER.pack(size, _crc_parts(lsn, seq, parts), lsn, seq)
         try:
-            want = len(head) + len(body)
-            done = os.writev(self.fd, (head, body))
-            if done < want:          # a short write (the disk filling up): finish it
-                rest = (head + body)[done:]
-                while rest:
-                    rest = rest[os.write(self.fd, rest):]
+            self._write_all([head, *parts])
             os.fdatasync(self.fd)
         except OSError:
             self._cut_back()
             raise
-        self.size += want
+        self.size += len(head) + size
         self.lsn = lsn
+
+    def _write_all(self, bufs: list) -> None:
+        for i in range(0, len(bufs), _IOV_MAX):
+            group = bufs[i:i + _IOV_MAX]
+            done = os.writev(self.fd, group)
+            want = sum(map(len, group))
+            if done < want:          # a short write (the disk filling up): finish it
+                rest = b"".join(group)[done:]
+                while rest:
+                    rest = rest[os.write(self.fd, rest):]
 
     def _cut_back(self) -> None:
         try:

@@ -23,15 +23,25 @@ cdef int _cmp_items(const void* a, const void* b) noexcept nogil:
     return (x.n > y.n) - (x.n < y.n)
 
 
+cdef inline object _stored(tuple pair):
+    # a big kv value comes as (version prefix, JSON bytes) (walbody.pyx): LMDB stores
+    # them joined, made here, on the checkpoint thread, for the newest value of a key only
+    cdef object v = pair[1]
+    if type(v) is tuple:
+        return (pair[0], (<bytes>(<tuple>v)[0]) + (<bytes>(<tuple>v)[1]))
+    return pair
+
+
 def sorted_items(dict d):
-    """d's (key, value) pairs (bytes keys) as a list in LMDB's key order."""
+    """d's (key, value) pairs (bytes keys) as a list in LMDB's key order, each value as
+    the bytes LMDB stores."""
     cdef list pairs = list(d.items())
     cdef Py_ssize_t n = len(pairs), i
     cdef _Item* arr
     cdef tuple pair
     cdef bytes k
     if n < 2:
-        return pairs
+        return [_stored(<tuple>pair) for pair in pairs]
     arr = <_Item*>malloc(n * sizeof(_Item))
     if arr == NULL:
         raise MemoryError()
@@ -44,6 +54,6 @@ def sorted_items(dict d):
             arr[i].pair = <PyObject*>pair
         with nogil:       # `pairs` keeps every key alive meanwhile
             qsort(arr, n, sizeof(_Item), _cmp_items)
-        return [<object>arr[i].pair for i in range(n)]
+        return [_stored(<tuple><object>arr[i].pair) for i in range(n)]
     finally:
         free(arr)

@@ -29,6 +29,16 @@ cdef inline bytes kv_record(int64_t ver, double exp, bytes val):
     return pack_i64(ver | KV_HAS_EXPIRY) + pack_f64be(exp) + val
 
 
+cdef inline object kv_wal_value(int64_t ver, double exp, bytes val):
+    """kv_record for the writer: a big value as (the record's head, val), joined only
+    by the checkpoint (keysort.pyx) and copied into the log by the kernel (walbody.pyx)."""
+    if PyBytes_GET_SIZE(val) < WAL_BY_REF:
+        return kv_record(ver, exp, val)
+    if exp == 0:
+        return (pack_i64(ver), val)
+    return (pack_i64(ver | KV_HAS_EXPIRY) + pack_f64be(exp), val)
+
+
 cdef inline Py_ssize_t record_bytes(Py_ssize_t klen, Py_ssize_t vlen) noexcept:
     """What one record may add to LMDB's pages in use. A small record shares a leaf
     page (node header and index slot; pages are about 2/3 full after splits); a big
@@ -468,7 +478,7 @@ cdef class Store:
                 if e.val is None:
                     dels.append(k)
                 else:
-                    puts.append((k, kv_record(e.num, e.f, <bytes>e.val)))
+                    puts.append((k, kv_wal_value(e.num, e.f, <bytes>e.val)))
             ops.append((b"kv", puts, dels))
         if b.kx:
             ops.append((b"kvexp", [(xk, b"") for xk, put in b.kx.items() if put],
