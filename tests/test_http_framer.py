@@ -125,6 +125,8 @@ ACCEPT = [
     req(b"PUT", b"/db/a/kv/k?ttl=5", body=b"1"),
     req(b"DELETE", b"/db/a/kv/k"),
     req(b"HEAD", b"/health"),
+    req(b"HEAD", b"/health", body=b"ab"),                  # a request's body is read, even HEAD's
+    req(b"DELETE", b"/db/a/kv/k", body=b"{}"),
     req(b"POST", b"/db/a/counter/c?add=2"),               # a POST with no body at all
     req(b"GET", b"/", headers=()),                         # no headers
     req(version=b"HTTP/1.0"),                              # 1.0: closes

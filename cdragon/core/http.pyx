@@ -122,6 +122,7 @@ cdef class Conn:
     def data_received(self, bytes data):
         cdef Py_ssize_t off = 0
         cdef bint upgrade
+        cdef bytes rest = data        # what httptools gets (None: nothing)
         if self.closing:
             return
         self.srv.now = mono_now()     # the deadlines set while parsing this chunk
@@ -135,16 +136,16 @@ cdef class Conn:
             if not self.in_request and not upgrade and self.srv.fast_http:
                 off = self._frame_requests(data)
                 if off == PyBytes_GET_SIZE(data) or self.closing:
-                    data = None       # all framed, or a framed request closes: the rest is dropped
+                    rest = None       # all framed, or a framed request closes: the rest is dropped
                 elif off:
-                    data = data[off:]
-            if data is not None:
+                    rest = data[off:]
+            if rest is not None:
                 # the request line of the first request begun here, when the data
                 # starts with one: its version is read here, without the parser's str
-                self.chunk_http11 = not self.in_request and _starts_http11(data)
+                self.chunk_http11 = not self.in_request and _starts_http11(rest)
                 if upgrade:
-                    data = _no_upgrade(data)
-                self.parser.feed_data(data)
+                    rest = _no_upgrade(rest)
+                self.parser.feed_data(rest)
         except HttpParserUpgrade:
             self._fail(E_UPGRADE.closing_frame)
         except Exception as e:
@@ -158,7 +159,7 @@ cdef class Conn:
         self.in_feed = False
         self.srv.now_fresh = False
         if self.in_headers and not self.began_in_chunk and not self.closing:
-            self.partial_hdr += len(data)     # (only when off == 0: a request went on from the last chunk)
+            self.partial_hdr += len(data)     # (a request went on from the last chunk: off was 0)
             if self.partial_hdr > self.srv.lim.max_header_bytes:
                 self._fail(E_HEADERS_TOO_LARGE.closing_frame)
         self._write_out()
