@@ -2,7 +2,7 @@
 """cdragon._core — the request path of Cloud Dragon in one Cython module.
 
 Built from per-concern files under core/ (uvloop's layout; each class's interface is
-in the matching .pxd, included by _core.pxd): a request travels http (protocol) ->
+in the matching .pxd, included by _core.pxd): a request travels framer / http (protocol) ->
 routes (the route table) -> resources / locks / watch (handlers) -> txn (transactions)
 -> store (overlay and batches) -> server (group commit with the writer thread in
 cdragon.storage). Module-level tables are built in include order: codec, respond and
@@ -24,6 +24,7 @@ include "core/store.pyx"
 include "core/txn.pyx"
 include "core/fastpath.pyx"
 include "core/deadlines.pyx"
+include "core/framer.pyx"
 include "core/http.pyx"
 include "core/stats.pyx"
 include "core/routes.pyx"

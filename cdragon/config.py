@@ -122,6 +122,8 @@ ENV_PREFIX = "CDRAGON_"
 # here together with the code that reads it.
 NOT_SETTINGS = {
     "CDRAGON_TEST_FAIL_LOG_WRITES": "test hook in cdragon/storage.py: fail the listed log writes",
+    "CDRAGON_TEST_NO_FAST_HTTP": "test hook in cdragon/core/server.pyx: =1 frames every request "
+                                 "with httptools (tests/test_http_framer.py compares the two)",
     "CDRAGON_URL": "the server's URL for client scripts (README's bash lock guard)",
     "CDRAGON_TOKEN": "cdragon export / import (cdragon/importer.py) and shard pin-all (cdragon/shard): "
                      "the token sent to the server",

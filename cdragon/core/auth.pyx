@@ -122,7 +122,7 @@ cdef class Auth:
             return self._fail(c, "forbidden", E_NOT_YOUR_ACCOUNT.error())
         if tok.access != ACC_READ:
             return 0
-        m = METHODS.get(c.parser.get_method(), M_OTHER)
+        m = METHODS.get(c.method, M_OTHER)
         if m < N_METHODS and route.writes[m]:
             if route is R_DB:
                 c.read_only = True   # the body decides (db_post)

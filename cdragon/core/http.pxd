@@ -19,6 +19,7 @@ cdef class Conn:
     cdef object parser
     # -- per request ---------------------------------------------------------------------
     cdef object url
+    cdef bytes method             # the request's method (FM_GET ... from the framer)
     cdef bytes body1              # the body, when it came in one piece (the usual case)
     cdef list body_parts          # more pieces, when it did not
     cdef Py_ssize_t body_len
@@ -75,6 +76,10 @@ cdef class Conn:
     cdef int _write_out(self) except -1
     cdef int _fail(self, bytes data) except -1
     cdef int _abort(self, bytes data) except -1
+    cdef Py_ssize_t _frame_requests(self, bytes data) except -1
+    cdef int _begin(self) except -1
+    cdef int _headers_done(self) except -1
+    cdef int _complete(self, bytes body, bint keep_alive) except -1
     cdef int _pause_reading(self) except -1
     cdef int _maybe_resume_reading(self) except -1
     cdef void _set_deadline(self, int kind) noexcept

@@ -1,9 +1,12 @@
-# Http: the per-connection protocol over httptools. Parses requests, enforces the
-# header/body size limits and the header/body/idle deadlines, hands complete requests
-# to the router, and writes responses strictly in request order: a response that must
-# wait (for a durable commit, a lock, a watch) holds back every response behind it.
-# Stops reading under backpressure (too many requests in flight, or the transport's
-# write buffer over its high-water mark). Never touches storage directly.
+# Http: the per-connection protocol. Frames requests -- the everyday ones itself, from
+# the read buffer (framer.pyx), everything else (a request split over reads, anything
+# unusual or malformed) through httptools -- with one implementation of each step both
+# paths share (_begin, _headers_done, _complete). Enforces the header/body size limits
+# and the header/body/idle deadlines, hands complete requests to the router, and writes
+# responses strictly in request order: a response that must wait (for a durable
+# commit, a lock, a watch) holds back every response behind it. Stops reading under
+# backpressure (too many requests in flight, or the transport's write buffer over its
+# high-water mark). Never touches storage directly.
 
 import httptools
 
@@ -51,16 +54,8 @@ class _Abort(Exception):
     """Raised inside a parser callback to stop parsing this connection."""
 
 
-cdef bytes _IMPORT_PATH = b"/admin/import"
-
-
 cdef bint _is_import(object url) noexcept:
-    """POST /admin/import takes a bigger body (max_import_bytes) than any other route."""
-    cdef bytes u
-    if type(url) is not bytes or not (<bytes>url).startswith(_IMPORT_PATH):
-        return False
-    u = <bytes>url
-    return len(u) == len(_IMPORT_PATH) or u[len(_IMPORT_PATH)] == 63    # "?"
+    return type(url) is bytes and span_is_import(PyBytes_AS_STRING(url), PyBytes_GET_SIZE(url))
 
 
 @cython.freelist(1024)
@@ -125,19 +120,32 @@ cdef class Conn:
             self.streamer.drained()      # a streamed answer may write on
 
     def data_received(self, bytes data):
+        cdef Py_ssize_t off = 0
+        cdef bint upgrade
+        cdef bytes rest = data        # what httptools gets (None: nothing)
         if self.closing:
             return
         self.srv.now = mono_now()     # the deadlines set while parsing this chunk
         self.srv.now_fresh = True
         self.in_feed = True
-        # the request line of the first request begun in this chunk, when the chunk
-        # starts with one: its version is read here, without the parser's str
-        self.chunk_http11 = not self.in_request and _starts_http11(data)
         self.began_in_chunk = False
-        if has_bytes(data, "pgrade:", 7):     # "Upgrade:" / "upgrade:" (one scan; all-caps is not seen)
-            data = _no_upgrade(data)
+        upgrade = has_bytes(data, "pgrade:", 7)   # "Upgrade:" / "upgrade:" (one scan; all-caps is not seen)
         try:
-            self.parser.feed_data(data)
+            # the everyday requests at the front of the chunk, framed here; a chunk
+            # that _no_upgrade would touch goes to httptools whole, as it always did
+            if not self.in_request and not upgrade and self.srv.fast_http:
+                off = self._frame_requests(data)
+                if off == PyBytes_GET_SIZE(data) or self.closing:
+                    rest = None       # all framed, or a framed request closes: the rest is dropped
+                elif off:
+                    rest = data[off:]
+            if rest is not None:
+                # the request line of the first request begun here, when the data
+                # starts with one: its version is read here, without the parser's str
+                self.chunk_http11 = not self.in_request and _starts_http11(rest)
+                if upgrade:
+                    rest = _no_upgrade(rest)
+                self.parser.feed_data(rest)
         except HttpParserUpgrade:
             self._fail(E_UPGRADE.closing_frame)
         except Exception as e:
@@ -151,20 +159,51 @@ cdef class Conn:
         self.in_feed = False
         self.srv.now_fresh = False
         if self.in_headers and not self.began_in_chunk and not self.closing:
-            self.partial_hdr += len(data)
+            self.partial_hdr += len(data)     # (a request went on from the last chunk: off was 0)
             if self.partial_hdr > self.srv.lim.max_header_bytes:
                 self._fail(E_HEADERS_TOO_LARGE.closing_frame)
         self._write_out()
         if len(self.q) >= self.srv.lim.max_pipeline:
             self._pause_reading()
 
-    # ---- parser callbacks (kept tiny: each is a Python call per event) -----------------
-    def on_message_begin(self):
-        if self.closing:
-            raise _Abort()
+    # ---- the fast framer ----------------------------------------------------------------
+    cdef Py_ssize_t _frame_requests(self, bytes data) except -1:
+        """Serve the complete everyday requests at the front of `data` (the parser at a
+        message boundary) as the httptools callbacks would; returns the offset of the
+        first request left to httptools (len(data): none). Stops after a request that
+        closes the connection."""
+        cdef const char* p = PyBytes_AS_STRING(data)
+        cdef Py_ssize_t n = PyBytes_GET_SIZE(data), off = 0
+        cdef Limits* lim = &self.srv.lim
+        cdef Framed f
+        cdef bytes body
+        while off < n and not self.closing:
+            if not fast_frame(p, off, n, lim.max_header_bytes, lim.max_body_bytes,
+                              lim.max_import_bytes, &f):
+                break
+            self._begin()
+            self.url = PyBytes_FromStringAndSize(p + f.url0, f.url1 - f.url0)
+            self.hdr_bytes = f.hdr_bytes
+            self.content_length = f.content_length
+            if f.authz0 >= 0:
+                self.authz = PyBytes_FromStringAndSize(p + f.authz0, f.authz1 - f.authz0)
+            self.in_headers = False
+            self.http10 = f.http10
+            self.method = fm_method(f.method)
+            self._headers_done()
+            self.body_len = f.end - f.body0
+            if self.body_len == 0 or self.denied is not None:
+                body = b""            # (a refused request's body is dropped unread)
+            else:                     # the one copy (httptools' on_body made one too)
+                body = PyBytes_FromStringAndSize(p + f.body0, self.body_len)
+            off = f.end
+            self._complete(body, f.keep_alive)
+        return off
+
+    # ---- steps shared by both framings -----------------------------------------------
+    cdef int _begin(self) except -1:
+        """A request starts: every per-request field back to its start."""
         self.in_request = True
-        self.line_http11 = self.chunk_http11
-        self.chunk_http11 = False
         self.in_headers = True
         self.began_in_chunk = True
         self.partial_hdr = 0
@@ -180,6 +219,50 @@ cdef class Conn:
         self.read_only = False
         self.found = None
         self._set_deadline(DL_HEADERS)
+        return 0
+
+    cdef int _headers_done(self) except -1:
+        """The head is in (url, method, content_length, authz, expect_continue set):
+        the body limit of this route, the access check, the body deadline."""
+        if _is_import(self.url):
+            self.body_limit = self.srv.lim.max_import_bytes
+            self.too_large = self.srv.import_too_large
+        else:
+            self.body_limit = self.srv.lim.max_body_bytes
+            self.too_large = self.srv.body_too_large
+        if self.content_length > self.body_limit:
+            self._abort(self.too_large.closing_frame)
+        if self.srv.auth.active:
+            self.srv.auth.check(self)
+            if self.denied is not None and self.expect_continue:
+                # refused before its body was sent: answer now and close, no body read
+                self._abort(error_response(self.denied, True, False))
+        self._set_deadline(DL_BODY)
+        if self.expect_continue:
+            self._queue_ready(CONTINUE_100)
+        return 0
+
+    cdef int _complete(self, bytes body, bint keep_alive) except -1:
+        """The request is whole: answer it (or its refusal). Sets want_close, and then
+        closing: the caller reads no further request."""
+        self.in_request = False
+        self.want_close = not keep_alive or self.srv.shutting_down
+        self.dl_kind = DL_NONE
+        if self.denied is not None:
+            self.reply_error(self.denied, 0, self.method == FM_HEAD)
+        else:
+            self.srv.dispatch(self, self.method, self.url, body)
+        if self.want_close:
+            self.closing = True   # the answer (queued or sent) closes the connection
+        return 0
+
+    # ---- parser callbacks (kept tiny: each is a Python call per event) -----------------
+    def on_message_begin(self):
+        if self.closing:
+            raise _Abort()
+        self._begin()
+        self.line_http11 = self.chunk_http11
+        self.chunk_http11 = False
 
     def on_url(self, bytes url):
         self.url = url if self.url is None else self.url + url
@@ -213,22 +296,8 @@ cdef class Conn:
                 self._abort(E_HTTP_VERSION.closing_frame)
         if self.bad_expect:
             self._abort(E_BAD_EXPECT.closing_frame)
-        if _is_import(self.url):
-            self.body_limit = self.srv.lim.max_import_bytes
-            self.too_large = self.srv.import_too_large
-        else:
-            self.body_limit = self.srv.lim.max_body_bytes
-            self.too_large = self.srv.body_too_large
-        if self.content_length > self.body_limit:
-            self._abort(self.too_large.closing_frame)
-        if self.srv.auth.active:
-            self.srv.auth.check(self)
-            if self.denied is not None and self.expect_continue:
-                # refused before its body was sent: answer now and close, no body read
-                self._abort(error_response(self.denied, True, False))
-        self._set_deadline(DL_BODY)
-        if self.expect_continue:
-            self._queue_ready(CONTINUE_100)
+        self.method = self.parser.get_method()
+        self._headers_done()
 
     def on_body(self, bytes body):
         self.body_len += len(body)
@@ -247,22 +316,15 @@ cdef class Conn:
         cdef bytes body
         if self.closing:
             raise _Abort()
-        self.in_request = False
         if self.body_parts is not None:
             body = b"".join(self.body_parts)
             self.body_parts = None
         else:
             body = b"" if self.body1 is None else self.body1
         self.body1 = None
-        self.want_close = not self.parser.should_keep_alive() or self.srv.shutting_down
-        self.dl_kind = DL_NONE
-        if self.denied is not None:
-            self.reply_error(self.denied, 0, self.parser.get_method() == b"HEAD")
-        else:
-            self.srv.dispatch(self, self.parser.get_method(), self.url, body)
+        self._complete(body, self.parser.should_keep_alive())
         if self.want_close:
-            self.closing = True   # the answer (queued or sent) closes the connection
-            raise _Abort()        # and no further pipelined request is read
+            raise _Abort()        # no further pipelined request is read
 
     # ---- responding ------------------------------------------------------------------
     cdef int reply(self, int status, bytes body, int64_t seq, bint head, bint text=False) except -1:

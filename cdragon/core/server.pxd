@@ -26,6 +26,7 @@ cdef class Server:
     cdef Limits lim                # the settings the request path reads
     cdef Fixed body_too_large      # 413 for a body over lim.max_body_bytes
     cdef Fixed import_too_large    # ... and over lim.max_import_bytes (POST /admin/import)
+    cdef readonly bint fast_http   # Conn frames everyday requests itself (framer.pyx)
     # counters for tests and metrics
     cdef readonly int64_t commits, committed_requests, checkpoints
     cdef readonly Stats stats          # what /metrics reports (core/stats.pyx)

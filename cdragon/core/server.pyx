@@ -8,6 +8,7 @@
 
 import logging
 import itertools
+import os as _os
 
 cdef object log = logging.getLogger("cdragon")
 cdef object _request_ids = itertools.count(1)
@@ -53,6 +54,9 @@ cdef class Server:
         fill_limits(&self.lim, cfg)
         self.body_too_large = body_too_large(self.lim.max_body_bytes)
         self.import_too_large = body_too_large(self.lim.max_import_bytes)
+        # Test hook: CDRAGON_TEST_NO_FAST_HTTP=1 leaves every request to httptools (no
+        # framer.pyx), so that tests can compare the two framings' answers byte for byte.
+        self.fast_http = _os.environ.get("CDRAGON_TEST_NO_FAST_HTTP", "") != "1"
         self.store = Store(storage, cfg.max_storage_bytes)
         self.conns = set()
         self.writer_busy = self.kick_scheduled = self.ckpt_busy = False

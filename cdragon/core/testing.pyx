@@ -1,5 +1,5 @@
 # Testing: Python-visible entry points into cdef code, for the unit tests only
-# (tests/test_core_units.py, tests/test_fastpath.py). Nothing on the request path
+# (tests/test_core_units.py, tests/test_fastpath.py, tests/test_http_framer.py). Nothing on the request path
 # calls these; they keep test-only names out of the other files.
 
 
@@ -109,3 +109,18 @@ def _fast_txn_shape(bytes body, Py_ssize_t max_value_bytes=512 * 1024, Py_ssize_
     if t.unlock_id is not None:
         out.update(UnlockID=t.unlock_id, Unlock=t.unlock)
     return out
+
+
+def _fast_frame(bytes data, Py_ssize_t max_header_bytes, Py_ssize_t body_limit,
+                Py_ssize_t import_limit=-1):
+    """What the framer makes of the request at the start of data: None (left to
+    httptools), or (method, url, body, keep_alive, http10, authz, content_length,
+    hdr_bytes, consumed)."""
+    cdef Framed f
+    cdef const char* p = PyBytes_AS_STRING(data)
+    if not fast_frame(p, 0, PyBytes_GET_SIZE(data), max_header_bytes, body_limit,
+                      body_limit if import_limit < 0 else import_limit, &f):
+        return None
+    return (fm_method(f.method), data[f.url0:f.url1], data[f.body0:f.end], f.keep_alive,
+            f.http10, data[f.authz0:f.authz1] if f.authz0 >= 0 else None, f.content_length,
+            f.hdr_bytes, f.end)
