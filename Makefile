@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-CORE_SRC := $(wildcard cdragon/_core.pyx cdragon/core/*.pyx cdragon/core/*.pxi cdragon/core/*.pxd)
+CORE_SRC := $(wildcard cdragon/_core.pyx cdragon/core/*.pyx cdragon/core/*.pxi cdragon/core/*.pxd cdragon/core/*.h)
 CORE_SO  := cdragon/.core-built
 INSTALLED := $(VENV)/.cdragon-installed
 

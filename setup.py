@@ -18,7 +18,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def _inplace_core_is_current() -> bool:
     built = glob.glob(os.path.join(HERE, "cdragon", "_core.*.so"))
     sources = [*glob.glob(os.path.join(HERE, "cdragon", "_core.p*")),
-               *glob.glob(os.path.join(HERE, "cdragon", "core", "*.p*"))]
+               *glob.glob(os.path.join(HERE, "cdragon", "core", "*.p*")),
+               *glob.glob(os.path.join(HERE, "cdragon", "core", "*.h"))]
     return bool(built) and min(map(os.path.getmtime, built)) >= max(map(os.path.getmtime, sources))
 
 

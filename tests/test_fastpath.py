@@ -162,3 +162,20 @@ def test_both_paths_answer_alike(server):
     assert answers['"k"'][0] == (200, {"Atomic": [{"Key": "k", "Value": 5}]})
     assert answers['"k"'][2][0] == 409 and answers['"k"'][5][0] == 409
     c.close()
+
+
+def test_string_scan_finds_every_special_byte_at_every_position():
+    # the fast path steps over plain runs 16 bytes at a time (plainscan.h): a quote,
+    # backslash, control byte, DEL or non-ASCII byte anywhere in a value, at every
+    # offset around those 16-byte steps, must still send the body to the general parser
+    for n in (0, 1, 15, 16, 17, 31, 32, 33, 47, 64, 100):
+        plain = bytes(0x21 + (i * 7) % 94 for i in range(n)).replace(b'"', b"a").replace(b"\\", b"b")
+        body = b'{"KVSet":[{"Key":"k","Value":"' + plain + b'"}]}'
+        assert _fast_txn_shape(body)["KVSet"][0][2] == b'"' + plain + b'"'
+        for pos in range(n):
+            for bad in (b"\\", b"\x00", b"\x1f", b"\x7f", b"\x80", b"\xff"):
+                v = plain[:pos] + bad + plain[pos + 1:]
+                assert _fast_txn_shape(b'{"KVSet":[{"Key":"k","Value":"' + v + b'"}]}') is None, (n, pos, bad)
+            # a quote ends the string early: what follows is not the body's shape
+            v = plain[:pos] + b'"' + plain[pos + 1:]
+            assert _fast_txn_shape(b'{"KVSet":[{"Key":"k","Value":"' + v + b'"}]}') is None

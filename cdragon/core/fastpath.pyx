@@ -24,30 +24,16 @@ cdef inline Py_ssize_t _fp_ws(const unsigned char* p, Py_ssize_t i, Py_ssize_t n
     return i
 
 
+cdef extern from "core/plainscan.h":
+    Py_ssize_t cd_plain_end(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) noexcept nogil
+
+
 cdef inline Py_ssize_t _fp_str(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) noexcept:
     """p[i] is '"': the index of the closing quote of a string of printable ASCII
-    without escapes, or -1."""
-    cdef unsigned char c
-    cdef uint64_t x, ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL
-    i += 1
-    # eight bytes at a time while none of them is special (a quote, a backslash, a
-    # control character or not ASCII): long values (1 KB, 10 KB) are mostly that
-    while i + 8 <= n:
-        memcpy(&x, p + i, 8)
-        if ((((x - ones * 0x20) & ~x)                        # a byte < 0x20
-             | ((x + ones * (127 - 0x7e)) | x)                # a byte > 0x7e
-             | (((x ^ (ones * 0x22)) - ones) & ~(x ^ (ones * 0x22)))    # a '"'
-             | (((x ^ (ones * 0x5c)) - ones) & ~(x ^ (ones * 0x5c)))    # a '\\'
-             ) & highs):
-            break
-        i += 8
-    while i < n:
-        c = p[i]
-        if c == b'"':
-            return i
-        if c < 0x20 or c >= 0x7f or c == b'\\':
-            return -1
-        i += 1
+    without escapes, or -1. (Long values, 1 KB or 10 KB, are mostly one plain run.)"""
+    i = cd_plain_end(p, i + 1, n)
+    if i < n and p[i] == b'"':
+        return i
     return -1
 
 

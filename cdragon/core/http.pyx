@@ -121,7 +121,6 @@ cdef class Conn:
 
     def data_received(self, bytes data):
         cdef Py_ssize_t off = 0
-        cdef bint upgrade
         cdef bytes rest = data        # what httptools gets (None: nothing)
         if self.closing:
             return
@@ -129,11 +128,10 @@ cdef class Conn:
         self.srv.now_fresh = True
         self.in_feed = True
         self.began_in_chunk = False
-        upgrade = has_bytes(data, "pgrade:", 7)   # "Upgrade:" / "upgrade:" (one scan; all-caps is not seen)
         try:
-            # the everyday requests at the front of the chunk, framed here; a chunk
-            # that _no_upgrade would touch goes to httptools whole, as it always did
-            if not self.in_request and not upgrade and self.srv.fast_http:
+            # the everyday requests at the front of the chunk, framed here (the framer
+            # declines any request with an Upgrade header; a body is taken as it is)
+            if not self.in_request and self.srv.fast_http:
                 off = self._frame_requests(data)
                 if off == PyBytes_GET_SIZE(data) or self.closing:
                     rest = None       # all framed, or a framed request closes: the rest is dropped
@@ -143,7 +141,7 @@ cdef class Conn:
                 # the request line of the first request begun here, when the data
                 # starts with one: its version is read here, without the parser's str
                 self.chunk_http11 = not self.in_request and _starts_http11(rest)
-                if upgrade:
+                if has_bytes(rest, "pgrade:", 7):   # "Upgrade:" / "upgrade:" (one scan; all-caps is not seen)
                     rest = _no_upgrade(rest)
                 self.parser.feed_data(rest)
         except HttpParserUpgrade:
