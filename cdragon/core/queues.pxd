@@ -1,5 +1,5 @@
 # Queues: durable work queues and scheduled tasks (queues.pyx).
-from libc.stdint cimport uint32_t
+from libc.stdint cimport uint32_t, uint64_t, int32_t, uint16_t
 
 cdef struct QEnt:
     double due          # wall-clock epoch seconds from which it may be delivered
@@ -82,6 +82,7 @@ cdef class QueueTable:
     cdef object dedup_exp       # deque of (expiry, overlay key) of dedup records
     cdef readonly Py_ssize_t nwaiters
     cdef object rng
+    cdef uint64_t rs            # _tag's xorshift state
     cdef double dedup_window, max_delay
     cdef int64_t max_attempts
     cdef readonly bint wrote    # the last apply() wrote something (not only duplicates)
@@ -109,6 +110,7 @@ cdef class QueueTable:
     # inside
     cdef Queue _get(self, bytes acc, bytes name)
     cdef Queue _by_head(self, bytes head)
+    cdef uint32_t _tag(self) noexcept
     cdef int _forget_if_idle(self, Queue q) except -1
     cdef int _changed(self, Queue q) except -1
     cdef void _saw(self, Queue q) noexcept

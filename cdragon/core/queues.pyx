@@ -28,7 +28,6 @@ cdef object _QREC = struct.Struct(">dddiiIH")   # due, sent, till, attempts, max
 cdef Py_ssize_t QREC_SIZE = 38
 cdef object _QID = struct.Struct(">q")
 cdef object _QDEDUP = struct.Struct(">qd")     # message id, expiry
-cdef object _RECEIPT = re.compile(r"([1-9][0-9]{0,18})-([1-9][0-9]{0,9})-([0-9a-f]{8})")
 cdef object _ID = re.compile(r"[1-9][0-9]{0,18}")
 cdef double MAX_VISIBILITY = 43200.0
 cdef int DEFAULT_VISIBILITY = 30
@@ -38,15 +37,101 @@ cdef Py_ssize_t DEDUP_SWEEP = 2000                     # expired DedupIDs droppe
 cdef bytes DEAD_SUFFIX = b":dead"
 
 
+# The message record's header (_QREC, big-endian), read and written in C: the push,
+# delivery and ack paths touch it for every message.
+cdef struct QRec:
+    double due, sent, till
+    int32_t attempts, maxatt
+    uint32_t tag
+    uint16_t glen
+
+
+cdef inline void _put_be(char* p, uint64_t v, int n) noexcept:
+    cdef int i
+    for i in range(n):
+        p[i] = <char>((v >> (8 * (n - 1 - i))) & 0xff)
+
+
+cdef inline uint64_t _get_be(const unsigned char* p, int n) noexcept:
+    cdef uint64_t v = 0
+    cdef int i
+    for i in range(n):
+        v = (v << 8) | p[i]
+    return v
+
+
+cdef inline uint64_t _dbits(double d) noexcept:
+    cdef uint64_t u
+    memcpy(&u, &d, 8)
+    return u
+
+
+cdef inline double _bitsd(uint64_t u) noexcept:
+    cdef double d
+    memcpy(&d, &u, 8)
+    return d
+
+
+cdef int _qrec_read(bytes raw, QRec* r) except -1:
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(raw)
+    if PyBytes_GET_SIZE(raw) < QREC_SIZE:
+        raise ValueError("queue record shorter than its header")
+    r.due = _bitsd(_get_be(p, 8))
+    r.sent = _bitsd(_get_be(p + 8, 8))
+    r.till = _bitsd(_get_be(p + 16, 8))
+    r.attempts = <int32_t><uint32_t>_get_be(p + 24, 4)
+    r.maxatt = <int32_t><uint32_t>_get_be(p + 28, 4)
+    r.tag = <uint32_t>_get_be(p + 32, 4)
+    r.glen = <uint16_t>_get_be(p + 36, 2)
+    return 0
+
+
+cdef bytes _qrec_pack(QRec* r, const char* a, Py_ssize_t an, const char* b, Py_ssize_t bn):
+    """The header, then a[:an] and b[:bn] (group and body, or a record's old tail)."""
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, QREC_SIZE + an + bn)
+    cdef char* p = PyBytes_AS_STRING(out)
+    _put_be(p, _dbits(r.due), 8)
+    _put_be(p + 8, _dbits(r.sent), 8)
+    _put_be(p + 16, _dbits(r.till), 8)
+    _put_be(p + 24, <uint32_t>r.attempts, 4)
+    _put_be(p + 28, <uint32_t>r.maxatt, 4)
+    _put_be(p + 32, r.tag, 4)
+    _put_be(p + 36, r.glen, 2)
+    if an:
+        memcpy(p + QREC_SIZE, a, an)
+    if bn:
+        memcpy(p + QREC_SIZE + an, b, bn)
+    return out
+
+
+cdef inline bytes _qrec_redo(QRec* r, bytes raw):
+    """raw with its header replaced by r (the group and body kept)."""
+    return _qrec_pack(r, PyBytes_AS_STRING(raw) + QREC_SIZE, PyBytes_GET_SIZE(raw) - QREC_SIZE, NULL, 0)
+
+
 cdef inline bytes _qrec(double due, double sent, double till, int64_t attempts, int64_t maxatt,
                         uint32_t tag, object group, bytes body):
+    cdef QRec r
     cdef bytes g = b"" if group is None else <bytes>group
-    return _QREC.pack(due, sent, till, attempts, maxatt, tag, len(g)) + g + body
+    r.due = due
+    r.sent = sent
+    r.till = till
+    r.attempts = <int32_t>attempts
+    r.maxatt = <int32_t>maxatt
+    r.tag = tag
+    r.glen = <uint16_t>PyBytes_GET_SIZE(g)
+    return _qrec_pack(&r, PyBytes_AS_STRING(g), PyBytes_GET_SIZE(g), PyBytes_AS_STRING(body), PyBytes_GET_SIZE(body))
 
 
 cdef inline bytes _mkey(bytes head, int64_t id):
-    """The overlay key of a message record (tag "m" + LMDB key)."""
-    return b"m" + head + _QID.pack(id)
+    """The overlay key of a message record (tag "m" + LMDB key: head + 8-byte id)."""
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(head)
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, n + 9)
+    cdef char* p = PyBytes_AS_STRING(out)
+    p[0] = b"m"
+    memcpy(p + 1, PyBytes_AS_STRING(head), n)
+    _put_be(p + 1 + n, <uint64_t>id, 8)
+    return out
 
 
 cdef inline object _rec_group(bytes raw, int glen):
@@ -189,18 +274,60 @@ cdef int64_t _parse_id(object v, str what) except? -1:
     return n
 
 
+cdef inline Py_ssize_t _decimal(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, int maxdig,
+                                uint64_t hi, uint64_t* out) noexcept:
+    """[1-9][0-9]{0,maxdig-1} at p[i] whose value is at most hi: the index after it, or -1."""
+    cdef Py_ssize_t start = i
+    cdef uint64_t v = 0
+    if i >= n or not (b'1' <= p[i] <= b'9'):
+        return -1
+    while i < n and b'0' <= p[i] <= b'9':
+        if i - start >= maxdig:
+            return -1
+        v = v * 10 + (p[i] - 48)
+        i += 1
+    if v > hi:
+        return -1
+    out[0] = v
+    return i
+
+
+cdef bint _receipt_parts(bytes b, uint64_t* id, uint64_t* attempts, uint32_t* tag) noexcept:
+    """A receipt as _receipt writes it: ID-ATTEMPTS-TAG (8 lowercase hex digits)."""
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(b)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(b), i
+    cdef uint32_t t = 0
+    cdef unsigned char c
+    i = _decimal(p, 0, n, 19, <uint64_t>INT64_MAX, id)
+    if i < 0 or i >= n or p[i] != b'-':
+        return False
+    i = _decimal(p, i + 1, n, 10, 2147483647, attempts)
+    if i < 0 or i + 9 != n or p[i] != b'-':
+        return False
+    for i in range(i + 1, n):
+        c = p[i]
+        if b'0' <= c <= b'9':
+            t = (t << 4) | (c - 48)
+        elif b'a' <= c <= b'f':
+            t = (t << 4) | (c - 87)
+        else:
+            return False
+    tag[0] = t
+    return True
+
+
 cdef QAckOp parse_receipt(bytes acc, bytes qname, object v, str what):
     cdef QAckOp op = QAckOp.__new__(QAckOp)
-    if type(v) is not str or not (<str>v).isascii():
-        raise ApiError(400, "bad_request", what + " must be a receipt as the server gave it")
-    m = _RECEIPT.fullmatch(<str>v)
-    if m is None or int(m.group(1)) > INT64_MAX or int(m.group(2)) > 2147483647:
+    cdef uint64_t id = 0, attempts = 0
+    cdef uint32_t tag = 0
+    if (type(v) is not str or not (<str>v).isascii()
+            or not _receipt_parts((<str>v).encode("ascii"), &id, &attempts, &tag)):
         raise ApiError(400, "bad_request", what + " must be a receipt as the server gave it")
     op.head = acc + b"\0" + qname + b"\0"
     op.qj = json_str(qname)
-    op.id = int(m.group(1))
-    op.attempts = int(m.group(2))
-    op.tag = int(m.group(3), 16)
+    op.id = <int64_t>id
+    op.attempts = <int64_t>attempts
+    op.tag = tag
     return op
 
 
@@ -324,6 +451,7 @@ cdef class QueueTable:
         self.dedup_exp = _deque()
         self.nwaiters = 0
         self.rng = _random_mod.Random()
+        self.rs = self.rng.getrandbits(64) | 1
         self.dedup_window = srv.cfg.queue_dedup_window
         self.max_delay = srv.cfg.max_queue_delay
         self.max_attempts = srv.cfg.queue_max_attempts
@@ -351,8 +479,22 @@ cdef class QueueTable:
         return q
 
     cdef Queue _by_head(self, bytes head):
-        cdef Py_ssize_t a = head.index(b"\0")
+        cdef Queue q = self.queues.get(head)
+        cdef Py_ssize_t a
+        if q is not None:
+            return q
+        a = head.index(b"\0")
         return self._get(head[:a], head[a + 1:len(head) - 1])
+
+    cdef uint32_t _tag(self) noexcept:
+        """A receipt's check part: xorshift64* (a stale receipt must not match a new
+        delivery of the same message; nothing secret rides on it)."""
+        cdef uint64_t x = self.rs
+        x ^= x >> 12
+        x ^= x << 25
+        x ^= x >> 27
+        self.rs = x
+        return <uint32_t>((x * 2685821657736338717ULL) >> 32)
 
     cdef int _forget_if_idle(self, Queue q) except -1:
         if q.n == 0 and not q.flights and not q.groups and q.nwait == 0:
@@ -480,7 +622,7 @@ cdef class QueueTable:
             if mid > self.hw:
                 self.hw = mid
             if st.q_read(mk) is None:
-                st.q_write(mk, _qrec(due, sent, till, att, maxatt, self.rng.getrandbits(32), group, body))
+                st.q_write(mk, _qrec(due, sent, till, att, maxatt, self._tag(), group, body))
         for dk, mid, exp in dedups:
             st.q_write(dk, _QDEDUP.pack(mid, exp))
             self.dedup_exp.append((exp, dk))
@@ -712,20 +854,24 @@ cdef class QueueTable:
         cdef Flight f
         if raw is None:
             return None
-        due, sent, till, attempts, maxatt, tag, glen = _QREC.unpack_from(raw)
+        cdef QRec rec
+        _qrec_read(raw, &rec)
         f = Flight.__new__(Flight)
         f.q = q
         f.id = id
-        f.attempts = attempts + 1
-        f.tag = self.rng.getrandbits(32)
+        f.attempts = rec.attempts + 1
+        f.tag = self._tag()
         f.till = nw + vis
-        f.group = _rec_group(raw, glen)
-        st.q_write(mk, _QREC.pack(due, sent, f.till, f.attempts, maxatt, f.tag, glen) + raw[QREC_SIZE:])
+        f.group = _rec_group(raw, rec.glen)
+        rec.till = f.till
+        rec.attempts = <int32_t>f.attempts
+        rec.tag = f.tag
+        st.q_write(mk, _qrec_redo(&rec, raw))
         q.flights[id] = f
         self.dl.set(f, nm + vis)
-        body = raw[QREC_SIZE + glen:]
+        body = raw[QREC_SIZE + rec.glen:]
         return b'{"ID":"%d","Receipt":"%s","Body":%s,"Attempts":%d,"Sent":%s,"Group":%s}' % (
-            id, _receipt(id, f.attempts, f.tag), body, f.attempts, _secs(sent),
+            id, _receipt(id, f.attempts, f.tag), body, f.attempts, _secs(rec.sent),
             b"null" if f.group is None else json_str(<bytes>f.group))
 
     cdef int _take(self, Queue q, int max, double vis, list out) except -1:
