@@ -124,3 +124,11 @@ def _fast_frame(bytes data, Py_ssize_t max_header_bytes, Py_ssize_t body_limit,
     return (fm_method(f.method), data[f.url0:f.url1], data[f.body0:f.end], f.keep_alive,
             f.http10, data[f.authz0:f.authz1] if f.authz0 >= 0 else None, f.content_length,
             f.hdr_bytes, f.end)
+
+
+def _json_canonical(bytes body):
+    return json_canonical(<const unsigned char*>PyBytes_AS_STRING(body), PyBytes_GET_SIZE(body))
+
+
+def _stored_value(bytes body, Py_ssize_t limit):
+    return stored_value(body, limit)
