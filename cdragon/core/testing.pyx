@@ -1,6 +1,7 @@
 # Testing: Python-visible entry points into cdef code, for the unit tests only
-# (tests/test_core_units.py, tests/test_fastpath.py, tests/test_http_framer.py). Nothing on the request path
-# calls these; they keep test-only names out of the other files.
+# (tests/test_core_units.py, tests/test_fastpath.py, tests/test_http_framer.py,
+# tests/test_canon.py). Nothing on the request path calls these; they keep test-only
+# names out of the other files.
 
 
 def _json_scan(bytes body):
@@ -132,3 +133,8 @@ def _json_canonical(bytes body):
 
 def _stored_value(bytes body, Py_ssize_t limit):
     return stored_value(body, limit)
+
+
+def _stored_value_slow(bytes body, Py_ssize_t limit):
+    """What stored_value did before canon.pyx: always the parse + re-encode."""
+    return encode_value(parse_json(body), limit)
