@@ -218,80 +218,73 @@ SERVER_BODIES = [
 ]
 
 
-def _stored_of(c, acc: str, key: str) -> bytes:
-    """The stored bytes of a key, cut out of the GET answer {"Key":..,"Value":V,"Version":n}."""
-    r = c.get(f"/db/{acc}/kv/{key}")
-    assert r.status == 200, r
-    head = b'{"Key":"%s","Value":' % key.encode()
-    assert r.body.startswith(head), r.body
-    value, _, tail = r.body[len(head):].rpartition(b',"Version":')
-    assert tail.rstrip().rstrip(b"}").isdigit(), r.body
+def _between(body: bytes, head: bytes, tail: bytes) -> bytes:
+    """The bytes of an answer after its first `head` and before its last `tail`."""
+    _, found, rest = body.partition(head)
+    value, found2, _ = rest.rpartition(tail)
+    assert found and found2, body
     return value
 
 
-def test_kv_put_stores_what_the_old_path_stored(limits_server):
+def _stored_of(c, acc: str, i: int) -> bytes:
+    """The stored bytes of key k{i}, cut out of the GET answer {"Key","Value","Version"}."""
+    r = c.get(f"/db/{acc}/kv/k{i}")
+    assert r.status == 200 and r.body.startswith(b'{"Key":"k%d","Value":' % i), r
+    return _between(r.body, b'"Value":', b',"Version":')
+
+
+def _received_body(c, acc: str, i: int) -> bytes:
+    """The Body of the one message in queue q{i}, received, as its bytes in the answer."""
+    r = c.post(f"/queue/{acc}", {"Queue": f"q{i}", "Max": 10})
+    assert r.status == 200 and len(r.json["Messages"]) == 1, r
+    return _between(r.body, b'"Body":', b',"Attempts":')
+
+
+def _queue_empty(c, acc: str, i: int) -> bool:
+    s = c.get(f"/db/{acc}/queue/q{i}").json
+    return (s["Ready"], s["Delayed"], s["InFlight"]) == (0, 0, 0)
+
+
+# route -> (write body b as item i, its stored bytes, whether nothing is stored)
+ROUTES = {
+    "kv": (lambda c, acc, i, b: c.put(f"/db/{acc}/kv/k{i}", b), _stored_of,
+           lambda c, acc, i: c.kv(acc, f"k{i}") == {"Key": f"k{i}", "Version": 0}),
+    "queue": (lambda c, acc, i, b: c.post(f"/db/{acc}/queue/q{i}", b), _received_body, _queue_empty),
+}
+
+
+@pytest.mark.parametrize("route", sorted(ROUTES))
+def test_rest_body_is_stored_as_the_old_path_stored_it(limits_server, route):
+    write, stored, _ = ROUTES[route]
     c = limits_server.client()
     acc = unique_account("canon")
-    for i, b in enumerate(SERVER_BODIES):
+    spaced = b'[ "' + b"x" * 994 + b'" ]'        # 1000 bytes, 998 once compact: fits
+    for i, b in enumerate(SERVER_BODIES + [spaced]):
         want, err = old_path(b, 1000)
         assert err is None, b
-        r = c.put(f"/db/{acc}/kv/k{i}", b)
+        r = write(c, acc, i, b)
         assert r.status == 200, (b, r)
-        assert _stored_of(c, acc, f"k{i}") == want, b
-        assert c.kv(acc, f"k{i}")["Value"] == ujson.loads(b)
+        assert stored(c, acc, i) == want, b
     c.close()
 
 
-def test_kv_put_errors_are_the_old_paths(limits_server):
+@pytest.mark.parametrize("route", sorted(ROUTES))
+def test_rest_body_errors_are_the_old_paths(limits_server, route):
+    write, _, nothing = ROUTES[route]
     c = limits_server.client()
     acc = unique_account("canon")
-    over = b'"' + b"x" * 999 + b'"'              # canonical, 1001 bytes
-    spaced = b'[ "' + b"x" * 994 + b'" ]'        # 1000 bytes once compact: fits
-    cases = [(over, 413, "too_large"), (b"[1,", 400, "bad_request"), (b"{'a':1}", 400, "bad_request"),
-             (b"[1]x", 400, "bad_request"), (b"", 400, "bad_request"), (b"NaN", 400, "bad_request")]
-    for b, status, code in cases:
-        r = c.put(f"/db/{acc}/kv/k", b)
-        body = assert_error(r, status, code)
+    cases = [(b'"' + b"x" * 999 + b'"', 413, "too_large"),           # canonical, 1001 bytes
+             (b'{"a":"' + b"x" * 994 + b'"}', 413, "too_large"),     # canonical, 1002 bytes
+             (b'[ "' + b"x" * 997 + b'" ]', 413, "too_large"),       # 1001 once compact
+             (b"[1,", 400, "bad_request"), (b"{'a':1}", 400, "bad_request"),
+             (b'{"a":1,}', 400, "bad_request"), (b"[1]x", 400, "bad_request"),
+             (b"[1] 2", 400, "bad_request"), (b"", 400, "bad_request"), (b"NaN", 400, "bad_request"),
+             (b"[" * 513 + b"]" * 513, 400, "bad_request"), (b'"a\x01"', 400, "bad_request"),
+             (b'"a\\q"', 400, "bad_request")]
+    for i, (b, status, code) in enumerate(cases):
+        body = assert_error(write(c, acc, i, b), status, code)
         _, err = old_path(b, 1000)
         assert err[:2] == (status, code) and body["Message"] == err[2], (b, body, err)
-        assert c.kv(acc, "k") == {"Key": "k", "Version": 0}      # nothing changed
-    r = c.put(f"/db/{acc}/kv/k", spaced)
-    assert r.status == 200, r
-    assert _stored_of(c, acc, "k") == old_path(spaced, 1000)[0]
+        assert nothing(c, acc, i), b
     limits_server.assert_alive()
-    c.close()
-
-
-def _received_body(c, acc: str, queue: str) -> bytes:
-    """The Body of the one message received, as its bytes in the answer."""
-    r = c.post(f"/queue/{acc}", {"Queue": queue, "Max": 10})
-    assert r.status == 200 and len(r.json["Messages"]) == 1, r
-    _, _, rest = r.body.partition(b'"Body":')
-    value, _, tail = rest.rpartition(b',"Attempts":')
-    assert tail and rest, r.body
-    return value
-
-
-def test_rest_queue_push_stores_what_the_old_path_stored(limits_server):
-    c = limits_server.client()
-    acc = unique_account("canonq")
-    for i, b in enumerate(SERVER_BODIES):
-        want, _ = old_path(b, 1000)
-        r = c.post(f"/db/{acc}/queue/q{i}", b)
-        assert r.status == 200 and r.json["Queue"] == f"q{i}", (b, r)
-        assert _received_body(c, acc, f"q{i}") == want, b
-    c.close()
-
-
-def test_rest_queue_push_errors_are_the_old_paths(limits_server):
-    c = limits_server.client()
-    acc = unique_account("canonq")
-    over = b'{"a":"' + b"x" * 994 + b'"}'        # canonical, 1001 bytes
-    for b, status, code in [(over, 413, "too_large"), (b'{"a":1,}', 400, "bad_request"),
-                            (b"[1,2", 400, "bad_request"), (b"[1] 2", 400, "bad_request")]:
-        body = assert_error(c.post(f"/db/{acc}/queue/q", b), status, code)
-        _, err = old_path(b, 1000)
-        assert err[:2] == (status, code) and body["Message"] == err[2], (b, body, err)
-    s = c.get(f"/db/{acc}/queue/q").json
-    assert (s["Ready"], s["Delayed"], s["InFlight"]) == (0, 0, 0)   # nothing pushed
     c.close()

@@ -6,7 +6,9 @@
 # printable ASCII without escapes; integers of at most 18 digits other than -0; true,
 # false, null; arrays; objects of at most CANON_MAX_MEMBERS members with distinct
 # names; nesting within MAX_JSON_DEPTH. Anything else takes the general path, which
-# alone produces errors, so both paths answer every body the same way.
+# alone produces errors, so both paths answer every body the same way. Strings and
+# integers are stepped over by the POST /db fast path's scanners (fastpath.pyx), which
+# accept exactly these forms. Recursive: at most MAX_JSON_DEPTH C frames of < 1 KB.
 
 cdef enum:
     # Duplicate member names are checked pairwise: an object with more members is
@@ -39,19 +41,29 @@ cdef Py_ssize_t _canon_value(const unsigned char* p, Py_ssize_t i, Py_ssize_t n,
     return _fp_int(p, i, n, &num)
 
 
+cdef inline Py_ssize_t _canon_item(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, int depth,
+                                   unsigned char close, bint* closed) noexcept:
+    """An array item or member value at p[i] and the ',' or `close` after it: the index
+    after that byte (`closed` set for `close`), or -1."""
+    i = _canon_value(p, i, n, depth)
+    if i < 0 or i >= n:
+        return -1
+    if p[i] == close:
+        closed[0] = True
+    elif p[i] != b',':
+        return -1
+    return i + 1
+
+
 cdef Py_ssize_t _canon_array(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, int depth) noexcept:
     """p[i] is just after '['."""
+    cdef bint closed = False
     if i < n and p[i] == b']':
         return i + 1
     while True:
-        i = _canon_value(p, i, n, depth)
-        if i < 0 or i >= n:
-            return -1
-        if p[i] == b']':
-            return i + 1
-        if p[i] != b',':
-            return -1
-        i += 1
+        i = _canon_item(p, i, n, depth, b']', &closed)
+        if i < 0 or closed:
+            return i
 
 
 cdef Py_ssize_t _canon_object(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, int depth) noexcept:
@@ -61,6 +73,7 @@ cdef Py_ssize_t _canon_object(const unsigned char* p, Py_ssize_t i, Py_ssize_t n
     cdef Py_ssize_t lens[CANON_MAX_MEMBERS]
     cdef int count = 0, j
     cdef Py_ssize_t e
+    cdef bint closed = False
     if i < n and p[i] == b'}':
         return i + 1
     while True:
@@ -79,14 +92,9 @@ cdef Py_ssize_t _canon_object(const unsigned char* p, Py_ssize_t i, Py_ssize_t n
         i = e + 1
         if i >= n or p[i] != b':':
             return -1
-        i = _canon_value(p, i + 1, n, depth)
-        if i < 0 or i >= n:
-            return -1
-        if p[i] == b'}':
-            return i + 1
-        if p[i] != b',':
-            return -1
-        i += 1
+        i = _canon_item(p, i + 1, n, depth, b'}', &closed)
+        if i < 0 or closed:
+            return i
 
 
 cdef bint json_canonical(const unsigned char* p, Py_ssize_t n) noexcept:
