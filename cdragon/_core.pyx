@@ -18,6 +18,7 @@ from collections import deque
 cdef object _deque = deque
 
 include "core/codec.pyx"
+include "core/canon.pyx"
 include "core/respond.pyx"
 include "core/errors.pyx"
 include "core/store.pyx"

@@ -118,9 +118,15 @@ cdef bytes encode_value(object v, Py_ssize_t limit):
         raise ApiError(400, "bad_request", "Value contains a lone surrogate escape")
     except (OverflowError, ValueError) as e:
         raise ApiError(400, "bad_request", "Value is not representable as JSON: " + str(e))
-    if PyBytes_GET_SIZE(out) > limit:
-        raise ApiError(413, "too_large", "Value is %d bytes, limit %d" % (PyBytes_GET_SIZE(out), limit))
+    check_value_size(PyBytes_GET_SIZE(out), limit)
     return out
+
+
+cdef int check_value_size(Py_ssize_t n, Py_ssize_t limit) except -1:
+    """413 for a stored value of n bytes over `limit` (shared with canon.pyx)."""
+    if n > limit:
+        raise ApiError(413, "too_large", "Value is %d bytes, limit %d" % (n, limit))
+    return 0
 
 
 cdef bytes json_str(bytes utf8):

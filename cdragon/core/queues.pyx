@@ -1089,7 +1089,7 @@ cdef class QueueTable:
         cdef dict params = r.params()
         cdef Txn t = new_txn(r.acc)
         cdef bytes name = queue_name(r.key.decode("utf-8"), "queue")
-        cdef QPushOp op = new_push(r.acc, name, encode_value(parse_json(r.body), srv.lim.max_value_bytes), srv)
+        cdef QPushOp op = new_push(r.acc, name, stored_value(r.body, srv.lim.max_value_bytes), srv)
         cdef int wrote
         if "delay" in params and "at" in params:
             raise ApiError(400, "bad_request", "send delay or at, not both")

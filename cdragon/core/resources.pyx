@@ -73,7 +73,7 @@ cdef int kv_put(Server srv, Request r) except -1:
     cdef dict params = r.params()
     if "ttl" in params:
         op.exp = _qseconds(params, "ttl", 0, srv.lim.max_ttl, False)
-    op.val = encode_value(parse_json(r.body), srv.lim.max_value_bytes)
+    op.val = stored_value(r.body, srv.lim.max_value_bytes)
     return _kv_write(srv, r, op)
 
 

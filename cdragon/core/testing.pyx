@@ -1,6 +1,7 @@
 # Testing: Python-visible entry points into cdef code, for the unit tests only
-# (tests/test_core_units.py, tests/test_fastpath.py, tests/test_http_framer.py). Nothing on the request path
-# calls these; they keep test-only names out of the other files.
+# (tests/test_core_units.py, tests/test_fastpath.py, tests/test_http_framer.py,
+# tests/test_canon.py). Nothing on the request path calls these; they keep test-only
+# names out of the other files.
 
 
 def _json_scan(bytes body):
@@ -124,3 +125,16 @@ def _fast_frame(bytes data, Py_ssize_t max_header_bytes, Py_ssize_t body_limit,
     return (fm_method(f.method), data[f.url0:f.url1], data[f.body0:f.end], f.keep_alive,
             f.http10, data[f.authz0:f.authz1] if f.authz0 >= 0 else None, f.content_length,
             f.hdr_bytes, f.end)
+
+
+def _json_canonical(bytes body):
+    return json_canonical(<const unsigned char*>PyBytes_AS_STRING(body), PyBytes_GET_SIZE(body))
+
+
+def _stored_value(bytes body, Py_ssize_t limit):
+    return stored_value(body, limit)
+
+
+def _stored_value_slow(bytes body, Py_ssize_t limit):
+    """What stored_value did before canon.pyx: always the parse + re-encode."""
+    return encode_value(parse_json(body), limit)
