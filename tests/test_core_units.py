@@ -18,6 +18,13 @@ from cdragon import _core
     (b'{"k":"a\\"[[[["}', 0),                       # escaped quote keeps us in the string
     (b'{"k":"tab\there"}', 2),                      # raw control character in a string
     (b'{"k":"esc\\there"}', 0),                     # the escaped form is fine
+    # numbers as JSON writes them pass; what ujson reads but JSON forbids is 3
+    (b'[0,-0,1,-1,10,1.5,-0.25,1e5,1E+5,2e-3,0.0e0,123456789012345678901234]', 0),
+    (b'{"n":"01 - 1. .5 +1"}', 0),                  # inside a string: not numbers
+    (b'[true,false,null]', 0),
+    (b"01", 3), (b"-", 3), (b"00", 3), (b"1.", 3), (b"-01", 3), (b"1.e5", 3),
+    (b'{"a":-}', 3), (b"[01]", 3), (b"1e", 3), (b"1e+", 3), (b"-.5", 3), (b"1-2", 3),
+    (b'{"a":0.}', 3), (b"[1.5.5]", 3), (b"[1ee5]", 3),
 ])
 def test_json_scan(body, verdict):
     assert _core._json_scan(body) == verdict

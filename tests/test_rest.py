@@ -74,7 +74,7 @@ def test_put_any_json_value(client, acc, value):
 
 
 @pytest.mark.parametrize("body", [b"", b"{", b"nope", b'{"a": NaN}', b'"\xff"', b'"\\ud800"',
-                                  b"[" * 600 + b"]" * 600, b"1 2"])
+                                  b"[" * 600 + b"]" * 600, b"1 2", b"01", b"-", b"1.", b'{"a":-0.}'])
 def test_put_bad_json_is_400(server, client, acc, body):
     assert_error(client.put(f"/db/{acc}/kv/k", body), 400, "bad_request")
     assert_error(client.get(f"/db/{acc}/kv/k"), 404, "not_found")

@@ -600,6 +600,12 @@ def test_invalid_request_is_400_and_changes_nothing(client, acc, body):
     b'{"KVSet": [{"Key": "\\ud800", "Value": 1}]}',
     b'{"KVSet": [{"Key": "a", "Value": "bad \\q escape"}]}',
     b'{"KVSet": [{"Key": "a", "Value": "raw\x01control"}]}',
+    # numbers JSON forbids (ujson alone would read them)
+    b'{"KVSet": [{"Key": "a", "Value": 01}]}',
+    b'{"KVSet": [{"Key": "a", "Value": -}]}',
+    b'{"KVSet": [{"Key": "a", "Value": 1.}]}',
+    b'{"KVSet": [{"Key": "a", "Value": [1.e5]}]}',
+    b'{"Atomic": [{"Key": "c", "Add": 007}]}',
 ])
 def test_malformed_json_is_400_and_changes_nothing(server, client, acc, raw):
     r = client.db(acc, raw)

@@ -67,11 +67,49 @@ cdef inline double unpack_f64be(bytes b):
     return d
 
 
+cdef inline bint _digit(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) noexcept:
+    return i < n and b'0' <= p[i] <= b'9'
+
+
+cdef Py_ssize_t _number_end(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) noexcept:
+    """A JSON number at p[i] (RFC 8259: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?):
+    the index after it, or -1. ujson also reads "01", "-", "1." and "1.e5", which JSON
+    forbids."""
+    if p[i] == b'-':
+        i += 1
+    if not _digit(p, i, n):
+        return -1
+    if p[i] == b'0':
+        i += 1
+    else:
+        while _digit(p, i, n):
+            i += 1
+    if i < n and p[i] == b'.':
+        i += 1
+        if not _digit(p, i, n):
+            return -1
+        while _digit(p, i, n):
+            i += 1
+    if i < n and (p[i] == b'e' or p[i] == b'E'):
+        i += 1
+        if i < n and (p[i] == b'+' or p[i] == b'-'):
+            i += 1
+        if not _digit(p, i, n):
+            return -1
+        while _digit(p, i, n):
+            i += 1
+    if i < n and (_digit(p, i, n) or p[i] == b'.' or p[i] == b'-' or p[i] == b'+'
+                  or p[i] == b'e' or p[i] == b'E'):
+        return -1
+    return i
+
+
 cdef int json_scan(bytes body) noexcept:
     """What ujson lets through but JSON forbids: 0 fine, 1 nesting deeper than
-    MAX_JSON_DEPTH, 2 a raw control character inside a string. One pass, in C."""
+    MAX_JSON_DEPTH, 2 a raw control character inside a string, 3 a number JSON does not
+    allow (a leading zero, a lone minus, a point without digits). One pass, in C."""
     cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(body)
-    cdef Py_ssize_t n = PyBytes_GET_SIZE(body), i = 0
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(body), i = 0, j
     cdef int depth = 0
     cdef unsigned char c
     while i < n:
@@ -90,6 +128,12 @@ cdef int json_scan(bytes body) noexcept:
                 return 1
         elif c == b']' or c == b'}':
             depth -= 1
+        elif c == b'-' or b'0' <= c <= b'9':
+            j = _number_end(p, i, n)
+            if j < 0:
+                return 3
+            i = j
+            continue
         i += 1
     return 0
 
@@ -101,6 +145,8 @@ cdef object parse_json(bytes body):
         raise E_JSON_DEPTH.error()
     if bad == 2:
         raise E_JSON_CONTROL.error()
+    if bad == 3:
+        raise E_JSON_NUMBER.error()
     try:
         return _ujson_loads(body)
     except (ValueError, OverflowError) as e:

@@ -76,6 +76,7 @@ cdef Fixed E_TOO_MANY_CONNECTIONS = Fixed(429, "too_many", "connection limit rea
 cdef Fixed E_NOT_OBJECT = Fixed(400, "bad_request", "request body must be a JSON object")
 cdef Fixed E_JSON_DEPTH = Fixed(400, "bad_request", "JSON nested deeper than %d levels" % MAX_JSON_DEPTH)
 cdef Fixed E_JSON_CONTROL = Fixed(400, "bad_request", "invalid JSON: control character in a string")
+cdef Fixed E_JSON_NUMBER = Fixed(400, "bad_request", "invalid JSON: a number with a leading zero, a lone minus or a point without digits")
 cdef Fixed E_NO_OPERATION = Fixed(400, "bad_request", "the request has no operation")
 # state
 cdef Fixed E_NO_KEY = Fixed(404, "not_found", "no such key")
