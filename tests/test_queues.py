@@ -341,6 +341,22 @@ def _bad_key(body):
     return (isinstance(q, str) and (q == "" or "\u0000" in q or len(q) > 200)) or e.get("Group") == ""
 
 
+def test_receipts_have_their_documented_shape_and_each_acks_its_delivery(client, acc):
+    # ID-ATTEMPTS-CHECK, the check 8 lowercase hex digits (leading zeros kept): 64
+    # deliveries make a check starting with 0 all but certain
+    for i in range(64):
+        client.db_ok(acc, {"QPush": [{"Queue": "shape", "Body": i}]})
+    got = client.post(f"/queue/{acc}", {"Queue": "shape", "Max": 64}).json["Messages"]
+    assert len(got) == 64
+    for m in got:
+        assert re.fullmatch(r"[1-9][0-9]*-1-[0-9a-f]{8}", m["Receipt"]), m
+        assert m["Receipt"].split("-")[0] == m["ID"]
+    assert len({m["Receipt"] for m in got}) == 64
+    for m in got:
+        client.db_ok(acc, {"QAck": [{"Queue": "shape", "Receipt": m["Receipt"]}]})
+    assert counts(client, acc, "shape") == (0, 0, 0)
+
+
 @pytest.mark.parametrize("receipt", BAD_RECEIPTS)
 def test_bad_receipt_changes_nothing(client, acc, busy, receipt):
     body = {"QAck": [{"Queue": "q", "Receipt": receipt}], "KVSet": [{"Key": "k", "Value": 2}]}

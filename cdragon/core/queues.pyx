@@ -437,7 +437,17 @@ cdef int queue_record(ImportPlan p, dict d, str kind, bytes acc, Server srv, dou
 
 
 cdef bytes _receipt(int64_t id, int64_t attempts, uint32_t tag):
-    return b"%d-%d-%08x" % (id, attempts, tag)
+    """ID-ATTEMPTS-TAG (8 lowercase hex digits), as _receipt_parts reads it."""
+    cdef char buf[48]
+    cdef char* w = _put_i64(buf, id)
+    cdef const char* hexdig = b"0123456789abcdef"
+    cdef int i
+    w[0] = b'-'
+    w = _put_i64(w + 1, attempts)
+    w[0] = b'-'
+    for i in range(8):
+        w[1 + i] = hexdig[(tag >> (28 - 4 * i)) & 0xf]
+    return PyBytes_FromStringAndSize(buf, w + 9 - buf)
 
 
 # ---- the table ---------------------------------------------------------------------------------
