@@ -308,3 +308,21 @@ def test_big_values_survive_sigkill_from_the_log_and_from_a_checkpoint(server_fa
             assert t["Value"] == {"v": big(2, n)} and t["Version"] == 2 * i + 2
             assert 3500 < t["Expires"] - time.time() <= 3600
         c.close()
+
+
+def test_a_record_of_more_parts_than_one_writev_takes_reads_back_whole(tmp_path):
+    # 700 big values make 1,400 parts: the writer writes them in groups of IOV_MAX, and
+    # the record (its CRC chained over every part) reads back as the one body it is
+    values = [(b"a\0k%d" % i, (b"%08d" % i, b'"' + bytes([97 + i % 26]) * 3000 + b'"')) for i in range(700)]
+    ops = [(b"kv", values, [b"a\0gone"]), (b"meta", [(b"rev\0a", struct.pack("<q", 3))], [])]
+    parts = wal.wal_parts(ops)
+    assert len(parts) > 1024
+    w = wal.WalWriter(str(tmp_path), 1)
+    w.append(5, parts)
+    w.append(6, wal.wal_body([(b"kv", [(b"a\0after", b"x")], [])]))
+    w.close()
+    [path] = log_files(tmp_path)
+    recs = list(wal.read_records(str(path)))
+    assert [(lsn, seq) for lsn, seq, _ in recs] == [(1, 5), (2, 6)]
+    assert bytes(recs[0][2]) == b"".join(parts)
+    assert wal.decode_body(recs[0][2])[0][1][699] == (b"a\0k699", b"00000699" + b'"' + b"x" * 3000 + b'"')
