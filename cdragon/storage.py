@@ -38,7 +38,7 @@ import time
 import lmdb
 
 from cdragon import wal
-from cdragon._core import merged_ops
+from cdragon._core import sorted_items
 
 log = logging.getLogger("cdragon")
 
@@ -93,17 +93,22 @@ class StorageError(Exception):
     pass
 
 
-def _append(pending: dict, ops: list) -> None:
-    """Add a batch's ops to pending {db name: [(key, value or None for a delete)]}, in
-    log order. No merging here, per key: the checkpoint sorts each list once and keeps
-    the last operation on each key (keysort.merged_ops)."""
+def _merge(pending: dict, ops: list) -> None:
+    """Fold a batch's ops into pending {db name: ({key: value}, {deleted key: None})}:
+    the newest operation on a key wins. Puts and deletes are kept apart so that a
+    checkpoint hands LMDB the puts without a Python loop over them."""
     for name, puts, dels in ops:
-        lst = pending.get(name)
-        if lst is None:
-            lst = pending[name] = []
-        if dels:
-            lst.extend([(k, None) for k in dels])
-        lst.extend(puts)
+        pair = pending.get(name)
+        if pair is None:
+            pair = pending[name] = ({}, {})
+        pd, dd = pair
+        for k in dels:
+            pd.pop(k, None)
+            dd[k] = None
+        if dd:
+            for k, _ in puts:
+                dd.pop(k, None)
+        pd.update(puts)
 
 
 class Storage:
@@ -178,7 +183,7 @@ class Storage:
                 if lsn != last + 1 and n:
                     log.warning("write-ahead log: record %d follows %d; stopping there", lsn, last)
                     break
-                _append(pending, wal.decode_body(body))
+                _merge(pending, wal.decode_body(body))
                 last = lsn
                 n += 1
         if n:
@@ -349,7 +354,7 @@ class Storage:
             except Exception as e:  # reported to the loop; the batch is answered 500
                 err = f"{type(e).__name__}: {e}"
             else:
-                _append(self._pending, ops)
+                _merge(self._pending, ops)
                 self._pending_seq = seq
             self._loop.call_soon_threadsafe(self._done, seq, err)
 
@@ -365,8 +370,8 @@ class Storage:
         seq, lsn = self._pending_seq, self.wal.lsn
         if retry is not None:
             older = retry[0]
-            for name, lst in pending.items():
-                older.setdefault(name, []).extend(lst)
+            for name, (pd, dd) in pending.items():
+                _merge(older, [(name, list(pd.items()), list(dd))])
             pending, segs = older, retry[3] + segs
             seq = max(seq, retry[1])
         return pending, seq, lsn, segs
@@ -406,19 +411,18 @@ class Storage:
     def _apply(self, pending: dict, lsn: int) -> None:
         dbs = self.dbs
         with self.env.begin(write=True) as txn:
-            for name, ops in pending.items():
+            for name, (pd, dd) in pending.items():
                 db = dbs[name]
                 cur = txn.cursor(db)
-                # the last operation on each key, in key order (LMDB then finds each key
-                # next to the last: about half the time), sorted in C without the GIL
-                puts, dels = merged_ops(ops)
-                for i, k in enumerate(dels):
+                for i, k in enumerate(dd):
                     txn.delete(k, db=db)
                     if i % _APPLY_CHUNK == _APPLY_CHUNK - 1:
                         time.sleep(0)      # the loop's turn, as between put chunks below
-                # in chunks, because a single putmulti of 100,000 items holds the GIL
-                # for tens of ms, which stalls the event loop: between chunks the loop
-                # gets its turn
+                # In key order (LMDB then finds each key next to the last: about half
+                # the time), sorted in C without the GIL; in chunks, because a single
+                # putmulti of 100,000 items holds the GIL for tens of ms, which stalls
+                # the event loop: between chunks the loop gets its turn.
+                puts = sorted_items(pd)
                 for i in range(0, len(puts), _APPLY_CHUNK):
                     cur.putmulti(puts[i:i + _APPLY_CHUNK])
                     time.sleep(0)

@@ -13,7 +13,7 @@ import lmdb
 import pytest
 
 from cdragon import wal
-from cdragon._core import merged_ops, sorted_items
+from cdragon._core import sorted_items
 from cdragon.storage import Storage
 from helpers import assert_error, unique_account
 
@@ -326,17 +326,3 @@ def test_a_record_of_more_parts_than_one_writev_takes_reads_back_whole(tmp_path)
     assert [(lsn, seq) for lsn, seq, _ in recs] == [(1, 5), (2, 6)]
     assert bytes(recs[0][2]) == b"".join(parts)
     assert wal.decode_body(recs[0][2])[0][1][699] == (b"a\0k699", b"00000699" + b'"' + b"x" * 3000 + b'"')
-
-
-def test_a_checkpoint_keeps_the_last_operation_on_each_key():
-    # the writer appends every batch's operations in log order; the checkpoint sorts
-    # them once (by key, then log order) and keeps the last: a put, or a delete (None)
-    ops = [(b"a\0b", b"1"), (b"a\0a", b"1"), (b"a\0b", None), (b"a\0c", b"1"), (b"a\0a", b"2"),
-           (b"a\0c", None), (b"a\0c", (b"h", b"3")), (b"a\0d", None), (b"a\0", b"p"), (b"a\0b", None)]
-    puts, dels = merged_ops(ops)
-    assert puts == [(b"a\0", b"p"), (b"a\0a", b"2"), (b"a\0c", b"h3")]
-    assert sorted(dels) == [b"a\0b", b"a\0d"]
-    assert merged_ops([]) == ([], [])
-    # many writes of few keys, as a busy checkpoint sees them
-    many = [(b"k%d" % (i % 7), b"%d" % i) for i in range(10_000)]
-    assert merged_ops(many) == (sorted({k: v for k, v in many}.items()), [])

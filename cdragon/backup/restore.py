@@ -37,7 +37,6 @@ HANDLE_MARGIN = 1_000_000_000
 _I64 = struct.Struct("<q")
 _F64 = struct.Struct("<d")
 _APPLY_RECORDS = 20_000            # log records per LMDB transaction while replaying
-_APPLY_OPS = 500_000               # ... or fewer, once they hold this many operations
 _LOAD_RECORDS = 100_000            # snapshot records per LMDB transaction
 _META = wal.DB_NAMES.index(b"meta")
 _LOCK = wal.DB_NAMES.index(b"lock")
@@ -183,7 +182,7 @@ def _clock_of(ops):
 
 def _build(snapshot: str, logs, gap, rev: int, start_time, until, out_dir: str, say) -> dict:
     """Build the LMDB environment in out_dir; a summary."""
-    from cdragon.storage import Storage, _append
+    from cdragon.storage import Storage, _merge
     reader = fmt.Reader(snapshot)
     st = Storage(out_dir, 64 << 20, 1 << 60)
     try:
@@ -222,7 +221,6 @@ def _build(snapshot: str, logs, gap, rev: int, start_time, until, out_dir: str, 
         applied, applied_time, count = rev, start_time, 0
         stopped = False
         pending: dict = {}
-        nops = 0                         # operations in pending
         when = start_time
         for first, last, path in logs:
             with open(path, "rb") as fh:
@@ -241,14 +239,12 @@ def _build(snapshot: str, logs, gap, rev: int, start_time, until, out_dir: str, 
                 if lsn != applied + 1:
                     raise RestoreError(f"the shipped log has a gap: records {applied + 1}..{lsn - 1} are "
                                        "missing (restore --until a time before them, or a newer backup)")
-                _append(pending, ops)
+                _merge(pending, ops)
                 applied, applied_time = lsn, when
                 count += 1
-                nops += sum(len(puts) + len(dels) for _name, puts, dels in ops)
-                if count % _APPLY_RECORDS == 0 or nops >= _APPLY_OPS:
+                if count % _APPLY_RECORDS == 0:
                     st._apply_growing(pending, applied)
                     pending = {}
-                    nops = 0
         if pending:
             st._apply_growing(pending, applied)
         timeline = secrets.token_hex(4)
