@@ -40,11 +40,8 @@ _DEL = struct.Struct("<H")
 _SEGMENT = re.compile(r"^wal-(\d{16})\.log$")
 
 
-def _crc(lsn: int, seq: int, body) -> int:
-    return zlib.crc32(body, zlib.crc32(_NUMBERS.pack(lsn, seq)))
-
-
-def _crc_parts(lsn: int, seq: int, parts: list) -> int:
+def _crc(lsn: int, seq: int, *parts) -> int:
+    """The record's CRC: its numbers, then its body (in one or several parts)."""
     crc = zlib.crc32(_NUMBERS.pack(lsn, seq))
     for part in parts:
         crc = zlib.crc32(part, crc)
@@ -165,7 +162,7 @@ class WalWriter:
         lsn = self.lsn + 1
         parts = [body] if isinstance(body, bytes) else body
         size = sum(map(len, parts))
-        head = HEADER.pack(size, _crc_parts(lsn, seq, parts), lsn, seq)
+        head = HEADER.pack(size, _crc(lsn, seq, *parts), lsn, seq)
         try:
             self._write_all([head, *parts])
             os.fdatasync(self.fd)

@@ -99,3 +99,24 @@ end
 function done(summary, latency, requests)
    bench_report(summary, latency, bench_lock_extra(summary))
 end
+
+-- A first-in first-out queue of things to send back later (unlocks, acks): push(x),
+-- pop() -> the oldest, or nil when empty.
+function suite_fifo()
+   local items, head, tail = {}, 1, 0
+   return {
+      push = function(x)
+         tail = tail + 1
+         items[tail] = x
+      end,
+      pop = function()
+         if head > tail then
+            return nil
+         end
+         local x = items[head]
+         items[head] = nil
+         head = head + 1
+         return x
+      end,
+   }
+end

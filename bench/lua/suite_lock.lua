@@ -20,7 +20,7 @@ dofile(dir .. "suite_common.lua")
 
 local random = math.random
 local nacc, nkeys, prefix = 1, 1, ""
-local q, q_head, q_tail = {}, 1, 0     -- FIFO of unlocks to send: {account, name, handle}
+local unlocks_due = suite_fifo()        -- unlocks to send: {account, name, handle}
 
 function suite_init(args)
    nacc = tonumber(args.acc or "1")
@@ -29,10 +29,8 @@ function suite_init(args)
 end
 
 function suite_request()
-   if q_head <= q_tail then
-      local f = q[q_head]
-      q[q_head] = nil
-      q_head = q_head + 1
+   local f = unlocks_due.pop()
+   if f then
       return suite_post("/db/a" .. f[1], '{"UnlockID":"' .. f[2] .. '","Unlock":' .. f[3] .. '}')
    end
    local a, k = random(nacc) - 1, random(nkeys) - 1
@@ -50,8 +48,7 @@ function suite_response(status, body)
             return "bad"
          end
          grants = grants + 1
-         q_tail = q_tail + 1
-         q[q_tail] = { a, name, h }
+         unlocks_due.push({ a, name, h })
       else
          unlocks = unlocks + 1
       end

@@ -8,7 +8,7 @@ dofile(dir .. "suite_common.lua")
 
 local BODY = '{"job":"send-mail","to":"someone@example.com","n":1}'
 local mode, n = "push", 0
-local acks, head, tail = {}, 1, 0      -- FIFO of receipts to ack
+local acks_due = suite_fifo()          -- receipts to ack
 
 function suite_init(args)
    mode = args.mode or "push"
@@ -18,10 +18,8 @@ function suite_init(args)
 end
 
 function suite_request()
-   if head <= tail then
-      local r = acks[head]
-      acks[head] = nil
-      head = head + 1
+   local r = acks_due.pop()
+   if r then
       return "DELETE /db/bench/queue/q?receipt=" .. r .. " HTTP/1.1\r\nHost: " .. suite_host .. "\r\n\r\n"
    end
    n = n + 1
@@ -37,8 +35,7 @@ function suite_response(status, body)
    end
    local r = string.match(body, '"Receipt":"([^"]+)"')
    if r then
-      tail = tail + 1
-      acks[tail] = r
+      acks_due.push(r)
    end
    return "ok"
 end

@@ -4,7 +4,7 @@
 #
 # Storage: every message is one record in the LMDB sub-database `qmsg`, key account \0
 # queue \0 id (8 bytes big-endian: LMDB keeps a queue's messages in push order), value
-# the header _QREC (due, sent, visibility deadline, attempts, max attempts, receipt
+# the header QRec (due, sent, visibility deadline, attempts, max attempts, receipt
 # check, group length) + group + JSON body. Records go through the Store's overlay and
 # batches like every other write, so a push, a delivery, an extension and an ack are
 # durable before they are answered, and a request's pushes and acks commit with its KV
@@ -24,7 +24,6 @@ import re
 import struct
 import random as _random_mod
 
-cdef object _QREC = struct.Struct(">dddiiIH")   # due, sent, till, attempts, max attempts, tag, group length
 cdef Py_ssize_t QREC_SIZE = 38
 cdef object _QID = struct.Struct(">q")
 cdef object _QDEDUP = struct.Struct(">qd")     # message id, expiry
@@ -37,7 +36,8 @@ cdef Py_ssize_t DEDUP_SWEEP = 2000                     # expired DedupIDs droppe
 cdef bytes DEAD_SUFFIX = b":dead"
 
 
-# The message record's header (_QREC, big-endian), read and written in C: the push,
+# The message record's header (QRec, big-endian: due, sent, till as doubles, attempts,
+# max attempts, tag as 32-bit, group length as 16-bit), read and written in C: the push,
 # delivery and ack paths touch it for every message.
 cdef struct QRec:
     double due, sent, till
@@ -566,10 +566,12 @@ cdef class QueueTable:
         going (a rebuild keeps the deliveries and their receipts)."""
         cdef QGroup g = None
         cdef Flight f
+        cdef QRec rec
         if id > self.hw:
             self.hw = id
-        due, sent, till, attempts, maxatt, tag, glen = _QREC.unpack_from(raw)
-        group = _rec_group(raw, glen)
+        _qrec_read(raw, &rec)
+        due, till = rec.due, rec.till
+        group = _rec_group(raw, rec.glen)
         if group is not None:
             g = self._group(q, group)
         if till > 0:
@@ -580,8 +582,8 @@ cdef class QueueTable:
                 f = Flight.__new__(Flight)
                 f.q = q
                 f.id = id
-                f.attempts = attempts
-                f.tag = tag
+                f.attempts = rec.attempts
+                f.tag = rec.tag
                 f.till = till
                 f.group = group
                 self.dl.set(f, nm + (till - nw))
@@ -949,10 +951,11 @@ cdef class QueueTable:
         cdef Queue q = f.q
         cdef Store st = self.srv.store
         cdef bytes raw = st.q_read(_mkey(q.head, f.id))
+        cdef QRec rec
         if raw is None:
             return self._group_done(q, f.group, f.id)
-        due, sent, till, attempts, maxatt, tag, glen = _QREC.unpack_from(raw)
-        if maxatt > 0 and attempts >= maxatt:
+        _qrec_read(raw, &rec)
+        if rec.maxatt > 0 and rec.attempts >= rec.maxatt:
             return self._to_dead(q, f.id, raw, wall_now())
         q.hpush(nw, f.id)
         return 0
@@ -962,14 +965,15 @@ cdef class QueueTable:
         on attempts there, no group."""
         cdef Store st = self.srv.store
         cdef Queue d = self._get(q.acc, q.name + DEAD_SUFFIX)
-        due, sent, till, attempts, maxatt, tag, glen = _QREC.unpack_from(raw)
+        cdef QRec rec
+        _qrec_read(raw, &rec)
         st.q_write(_mkey(q.head, id), None)
-        st.q_write(_mkey(d.head, id), _qrec(nw, sent, 0, attempts, 0, 0, None, raw[QREC_SIZE + glen:]))
+        st.q_write(_mkey(d.head, id), _qrec(nw, rec.sent, 0, rec.attempts, 0, 0, None, raw[QREC_SIZE + rec.glen:]))
         self._changed(q)
         self._changed(d)
         d.hpush(nw, id)
         self.srv.after_write()
-        self._group_done(q, _rec_group(raw, glen), id)
+        self._group_done(q, _rec_group(raw, rec.glen), id)
         if d.nwait:
             self.serve(d)
         return 0
@@ -1145,6 +1149,7 @@ cdef class QueueTable:
         cdef bytes raw = st.q_read(mk)
         cdef QGroup g
         cdef object group
+        cdef QRec rec
         self._saw(q)
         if raw is None:
             raise E_NO_MESSAGE.error()
@@ -1152,7 +1157,8 @@ cdef class QueueTable:
             raise E_IN_FLIGHT.error()
         if q is None:
             q = self._get(r.acc, name)
-        group = _rec_group(raw, _QREC.unpack_from(raw)[6])
+        _qrec_read(raw, &rec)
+        group = _rec_group(raw, rec.glen)
         g = None if group is None else q.groups.get(group)
         if g is not None and g.out != id:
             for i, ent in enumerate(g.pending):
@@ -1180,6 +1186,7 @@ cdef class QueueTable:
         cdef Queue q
         cdef double vis, nw
         cdef bytes mk, raw
+        cdef QRec rec
         if "receipt" not in params or "visibility" not in params:
             raise ApiError(400, "bad_request", "PUT needs ?receipt=R&visibility=S")
         a = parse_receipt(r.acc, name, params["receipt"], "receipt")
@@ -1191,19 +1198,23 @@ cdef class QueueTable:
         nw = wall_now()
         mk = _mkey(q.head, f.id)
         raw = st.q_read(mk)
-        due, sent, till, attempts, maxatt, tag, glen = _QREC.unpack_from(raw)
+        _qrec_read(raw, &rec)
         if vis > 0:
             f.till = nw + vis
-            st.q_write(mk, _QREC.pack(due, sent, f.till, attempts, maxatt, tag, glen) + raw[QREC_SIZE:])
+            rec.till = f.till
+            st.q_write(mk, _qrec_redo(&rec, raw))
             self.dl.set(f, mono_now() + vis)
         else:
             # released: ready again now (written, so that a restart agrees)
             del q.flights[f.id]
             self.dl.clear(f)
-            if maxatt > 0 and attempts >= maxatt:
+            if rec.maxatt > 0 and rec.attempts >= rec.maxatt:
                 self._to_dead(q, f.id, raw, nw)
             else:
-                st.q_write(mk, _QREC.pack(nw, sent, 0, attempts, maxatt, 0, glen) + raw[QREC_SIZE:])
+                rec.due = nw
+                rec.till = 0
+                rec.tag = 0
+                st.q_write(mk, _qrec_redo(&rec, raw))
                 q.hpush(nw, f.id)
         self._changed(q)
         self.srv.after_write()
