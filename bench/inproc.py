@@ -9,6 +9,8 @@ versions of the request path far more steadily than a wrk run on a shared machin
     taskset -c 0 .venv/bin/python bench/inproc.py lock 1 1      # lock + unlock, a key per connection
     taskset -c 0 .venv/bin/python bench/inproc.py rl 1 1        # rate-limit take (allowed); rlrefused: refused;
                                                                 # addrl: atomic add + a RateLimit entry
+    taskset -c 0 .venv/bin/python bench/inproc.py push 1 1000   # REST queue push, 1 account x 1000 queues
+    taskset -c 0 .venv/bin/python bench/inproc.py cycle 1 1     # push, receive (Max 1), ack in turn per connection
     (optional 4th argument: rounds of 400 requests, default 250; REPO=dir to time another checkout;
      TOKEN=1: one token configured and sent with every request, where the checkout has tokens)
 
@@ -26,6 +28,8 @@ from cdragon._core import Server
 
 import re
 HANDLE = re.compile(rb'"Lock":(\d+)')
+RECEIPT = re.compile(rb'"Receipt":"([^"]+)"')
+QBODY = b'{"job":"send-mail","to":"someone@example.com","n":1}'
 
 def main():
     kind, acc, keys = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -60,6 +64,18 @@ def main():
         else:
             body = b'{"KVSet":[{"Key":"k%d","Value":"%s"}]}' % (k, b"v" * 62)
         return b"POST /db/a%d HTTP/1.1\r\nHost: 127.0.0.1\r\n%sContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (a, auth, len(body)) + body
+    def qreq(ci, r, t):
+        """Queue traffic of connection ci in round r: pushes, or (cycle) push, receive, ack
+        of what it received (a push again if it received nothing)."""
+        q = b"q%d" % (ci % keys)
+        step = r % 3 if kind == "cycle" else 0
+        m = RECEIPT.search(t.last) if step == 2 else None
+        if step == 1:
+            body = b'{"Queue":"%s","Max":1,"Visibility":60}' % q
+            return b"POST /queue/a0 HTTP/1.1\r\nHost: 127.0.0.1\r\n%sContent-Length: %d\r\n\r\n" % (auth, len(body)) + body
+        if m is not None:
+            return b"DELETE /db/a0/queue/%s?receipt=%s HTTP/1.1\r\nHost: 127.0.0.1\r\n%s\r\n" % (q, m.group(1), auth)
+        return b"POST /db/a0/queue/%s HTTP/1.1\r\nHost: 127.0.0.1\r\n%sContent-Length: %d\r\n\r\n" % (q, auth, len(QBODY)) + QBODY
     reqs = [req() for _ in range(20000)]
     total = nconn * rounds
     async def drive():
@@ -74,6 +90,9 @@ def main():
                         h = HANDLE.search(ts[ci].last).group(1)
                         body = b'{"UnlockID":"k%d","Unlock":%s}' % (ci, h)
                     c.data_received(b"POST /db/a0 HTTP/1.1\r\nHost: 127.0.0.1\r\n%sContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (auth, len(body)) + body)
+                    continue
+                if kind in ("push", "cycle"):
+                    c.data_received(qreq(ci, r, ts[ci]))
                     continue
                 c.data_received(reqs[j % 20000]); j += 1
             # wait until every conn got its answer
