@@ -71,7 +71,6 @@ typedef struct {
     long len;
     char type;              /* resp: the reply's first byte */
     int null;               /* resp: null reply */
-    const char *job;        /* beanstalk RESERVED: the body */
 } reply;
 
 static enum proto proto = HTTP;
@@ -165,24 +164,31 @@ static int body_of(char *buf, long long number) {
     return snprintf(buf, 128, "{\"job\":\"send-mail\",\"to\":\"someone@example.com\",\"n\":%lld}", number);
 }
 
-/* RESP: one command as an array of bulk strings */
+/* RESP: one command as an array of bulk strings; lens[i] < 0 (or no lens): a C string */
 static void resp_cmd(conn *c, int argc, const char **argv, const int *lens) {
     put(c, "*%d\r\n", argc);
     for (int i = 0; i < argc; i++) {
-        int n = lens[i] >= 0 ? lens[i] : (int)strlen(argv[i]);
+        int n = lens && lens[i] >= 0 ? lens[i] : (int)strlen(argv[i]);
         put(c, "$%d\r\n", n);
         put_bytes(c, argv[i], n);
         put_bytes(c, "\r\n", 2);
     }
 }
 
+/* start a request of `step` on the connection's queue: its name in q, and in pq the
+ * name of its Redis processing list */
+static void begin(conn *c, enum step step, char q[32], char pq[48]) {
+    c->outlen = 0;
+    c->step = step;
+    snprintf(q, 32, "q%d", c->queue);
+    snprintf(pq, 48, "q%d:processing", c->queue);
+}
+
 static void send_push(conn *c) {
-    char body[128], q[32];
+    char body[128], q[32], pq[48];
     /* the same numbers as the Python rows: n in push mode, k*10,000,000 + n in cycles */
     int blen = body_of(body, mode == PUSH ? c->n : c->k * 10000000LL + c->n);
-    c->outlen = 0;
-    c->step = S_PUSH;
-    snprintf(q, sizeof q, "q%d", c->queue);
+    begin(c, S_PUSH, q, pq);
     if (proto == HTTP) {
         put(c, "POST /db/%s/queue/%s HTTP/1.1\r\nHost: b\r\nContent-Length: %d\r\n\r\n", acc, q, blen);
         put_bytes(c, body, blen);
@@ -206,19 +212,15 @@ static void send_push(conn *c) {
 
 static void send_recv(conn *c) {
     char q[32], pq[48];
-    c->outlen = 0;
-    c->step = S_RECV;
-    snprintf(q, sizeof q, "q%d", c->queue);
+    begin(c, S_RECV, q, pq);
     if (proto == HTTP) {
         char req[128];
         int n = snprintf(req, sizeof req, "{\"Queue\":\"%s\",\"Wait\":1,\"Visibility\":60}", q);
         put(c, "POST /queue/%s HTTP/1.1\r\nHost: b\r\nContent-Length: %d\r\n\r\n", acc, n);
         put_bytes(c, req, n);
     } else if (proto == RESP) {
-        snprintf(pq, sizeof pq, "%s:processing", q);
         const char *argv[] = {"BLMOVE", q, pq, "RIGHT", "LEFT", "1"};
-        const int lens[] = {-1, -1, -1, -1, -1, -1};
-        resp_cmd(c, 6, argv, lens);
+        resp_cmd(c, 6, argv, NULL);
     } else {
         c->expect = 1;
         if (c->watching != c->queue) {
@@ -236,13 +238,10 @@ static void send_recv(conn *c) {
 
 static void send_ack(conn *c) {
     char q[32], pq[48];
-    c->outlen = 0;
-    c->step = S_ACK;
-    snprintf(q, sizeof q, "q%d", c->queue);
+    begin(c, S_ACK, q, pq);
     if (proto == HTTP) {
         put(c, "DELETE /db/%s/queue/%s?receipt=%.*s HTTP/1.1\r\nHost: b\r\n\r\n", acc, q, c->tokenlen, c->token);
     } else if (proto == RESP) {
-        snprintf(pq, sizeof pq, "%s:processing", q);
         const char *argv[] = {"LREM", pq, "1", c->token};
         const int lens[] = {-1, -1, -1, c->tokenlen};
         resp_cmd(c, 4, argv, lens);
@@ -357,7 +356,6 @@ static long parse_beanstalk(conn *c, reply *r) {
         }
         r->body = p;
         r->len = eol - p;
-        r->job = NULL;
         if (strncmp(p, "RESERVED ", 9) == 0) {
             long size = 0;
             if (sscanf(p + 9, "%*s %ld", &size) != 1 || size < 0)
@@ -366,8 +364,7 @@ static long parse_beanstalk(conn *c, reply *r) {
                 bad_answer(c, "answer too large", p, eol - p);
             if (end - (eol + 2) < size + 2)
                 return 0;
-            r->job = eol + 2;
-            p = eol + 2 + size + 2;
+            p = eol + 2 + size + 2;         /* the job's body: not needed for the delete */
         } else {
             p = eol + 2;
         }
