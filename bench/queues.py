@@ -1,15 +1,18 @@
 """Queue benchmark: cdragon's queues side by side with beanstalkd (Debian's, binlog
 fsync'd on every write: `-b DIR -f 0`) and Redis (`appendfsync always`, the reliable
 queue pattern: LPUSH, BLMOVE to a processing list, LREM to ack), each pinned to
-SERVER_CPU in a fresh data dir, the load generator (this script's asyncio + uvloop
-clients, one process, the same code for every system) pinned to CLIENT_CPU.
+SERVER_CPU in a fresh data dir, the load generator pinned to CLIENT_CPU. Two load
+generators, the same requests for every system: this script's asyncio + uvloop clients
+(one process), and bench/qload.c (one C process, epoll; compiled here with `cc -O2`),
+whose own CPU cost is small enough that its rows measure the servers.
 
 Rows, for 1 queue and for 1,000 queues:
-- push: 400 connections pushing as fast as they are answered (pushes/s);
-- cycle: 50 workers, each push -> receive -> ack in turn (full cycles/s);
+- push: 400 connections pushing as fast as they are answered (pushes/s), by both load
+  generators, and by wrk (cdragon) / redis-benchmark (Redis) beside them;
+- cycle: 50 workers, each push -> receive -> ack in turn (full cycles/s), by both;
 - latency: one receiver waiting, one pusher; from sending the push to the receiver
-  holding the message (p50 / p99 over LAT_SAMPLES pushes, one at a time).
-Then `--scale N` (cdragon only): N messages in one queue: push rate in batches of
+  holding the message (p50 / p99 over LAT_SAMPLES pushes, one at a time; Python client).
+Each load generator's run has a fresh server. Then `--scale N` (cdragon only): N messages in one queue: push rate in batches of
 1,000 per request, the server's RSS before and after (once checkpoints have moved the
 bodies to LMDB), so the memory per ready message, the restart time with N messages,
 and that a receive and the stats still answer at once.
@@ -27,6 +30,7 @@ import asyncio
 import json
 import os
 import random
+import resource
 import shutil
 import signal
 import subprocess
@@ -374,46 +378,92 @@ end
 """
 
 
-def c_push(name: str, port: int, nqueues: int, duration: float, run_dir: Path) -> dict | None:
-    """The push row with a load generator in C pinned to CLIENT_CPU: wrk for cdragon,
-    redis-benchmark for Redis (beanstalkd has none: None)."""
+TOOL_PUSH = ("cdragon", "redis")      # the systems with a well-known push load generator
+
+
+def run_timed(cmd: list[str]) -> tuple[str, float]:
+    """Run a load generator; its stdout and its CPU share (user + sys over wall seconds,
+    its whole run: start-up included)."""
+    r0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True).stdout
+    r1, t1 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+    return out, (r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) / (t1 - t0)
+
+
+def tool_push(name: str, port: int, nqueues: int, duration: float, run_dir: Path) -> dict:
+    """The push row by a well-known load generator in C pinned to CLIENT_CPU: wrk for
+    cdragon, redis-benchmark for Redis."""
     if name == "cdragon":
         lua = run_dir / f"push{nqueues}.lua"
         lua.write_text(PUSH_LUA % nqueues)
-        out = subprocess.run(["taskset", "-c", str(CLIENT_CPU), "wrk", "-t1", "-c400", f"-d{duration:g}s",
-                              "-s", str(lua), f"http://127.0.0.1:{port}"], capture_output=True, text=True).stdout
+        out, cpu = run_timed(["taskset", "-c", str(CLIENT_CPU), "wrk", "-t1", "-c400", f"-d{duration:g}s",
+                              "-s", str(lua), f"http://127.0.0.1:{port}"])
         rate = float(out.split("Requests/sec:")[1].split()[0])
         assert "Non-2xx" not in out, out
-        return {"rate": rate, "client": "wrk -t1 -c400"}
-    if name == "redis":
-        cmd = ["taskset", "-c", str(CLIENT_CPU), "redis-benchmark", "-p", str(port), "-c", "400",
-               "-n", str(int(30000 * duration)), "--csv"]
-        cmd += ["-r", "1000", "LPUSH", "q__rand_int__", BODY % 1] if nqueues > 1 else ["LPUSH", "q0", BODY % 1]
-        out = subprocess.run(cmd, capture_output=True, text=True).stdout
-        rate = float(out.strip().splitlines()[-1].rsplit(",", 7)[1].strip('"'))   # (the test name holds commas)
-        return {"rate": rate, "client": "redis-benchmark -c400"}
-    return None
+        return {"rate": rate, "client_cpu": cpu, "client": "wrk -t1 -c400"}
+    cmd = ["taskset", "-c", str(CLIENT_CPU), "redis-benchmark", "-p", str(port), "-c", "400",
+           "-n", str(int(30000 * duration)), "--csv"]
+    cmd += ["-r", "1000", "LPUSH", "q__rand_int__", BODY % 1] if nqueues > 1 else ["LPUSH", "q0", BODY % 1]
+    out, cpu = run_timed(cmd)
+    rate = float(out.strip().splitlines()[-1].rsplit(",", 7)[1].strip('"'))   # (the test name holds commas)
+    return {"rate": rate, "client_cpu": cpu, "client": "redis-benchmark -c400"}
+
+
+QLOAD_SRC = Path(__file__).resolve().parent / "qload.c"
+QLOAD_PROTO = {"cdragon": "http", "redis": "resp", "beanstalkd": "beanstalk"}
+
+
+def build_qload(run_dir: Path) -> Path:
+    """bench/qload.c compiled into the run dir."""
+    exe = run_dir / "qload"
+    subprocess.run(["cc", "-O2", "-Wall", "-o", str(exe), str(QLOAD_SRC)], check=True)
+    return exe
+
+
+def qload_row(exe: Path, name: str, port: int, kind: str, nconn: int, nqueues: int, duration: float) -> dict:
+    """A push or cycle row by qload pinned to CLIENT_CPU: the same requests and queue
+    spreading as row_push / row_cycle, 1 s of warm-up; its rate and its own CPU share
+    over the measured seconds."""
+    p = subprocess.run(["taskset", "-c", str(CLIENT_CPU), str(exe), "--proto", QLOAD_PROTO[name],
+                        "--port", str(port), "--mode", kind, "--conns", str(nconn), "--queues", str(nqueues),
+                        "--duration", f"{duration:g}", "--warmup", "1"], capture_output=True, text=True)
+    if p.returncode != 0:
+        raise RuntimeError(f"qload against {name} failed (status {p.returncode}): {p.stderr.strip()}")
+    out = json.loads(p.stdout)
+    return {"rate": out["rate"], "client_cpu": out["client_cpu"]}
+
+
+def on_fresh(name: str, run_dir: Path, run):
+    """`run(server)` against a freshly started `name`, stopped after."""
+    srv = start(name, run_dir)
+    try:
+        return run(srv)
+    finally:
+        srv.stop()
+
+
+def latency(name: str, srv, nq: int) -> dict:
+    r = asyncio.run(row_latency(OPS[name](srv.port), nq, LAT_SAMPLES))
+    if name == "cdragon":
+        r["fsync_ms"] = mean_fsync_ms(srv.port)
+    return r
 
 
 def measure(systems: list[str], duration: float, run_dir: Path) -> list[dict]:
+    qload = build_qload(run_dir)        # before any server starts: a build error ends the run at once
     rows = []
     for nq in (1, 1000):
         for kind in ("push", "cycle", "latency"):
             for name in systems:
-                srv = start(name, run_dir)
-                try:
-                    ops = OPS[name](srv.port)
-                    if kind == "push":
-                        r = asyncio.run(row_push(ops, 400, nq, duration))
-                        r["c"] = c_push(name, srv.port, nq, duration, run_dir)
-                    elif kind == "cycle":
-                        r = asyncio.run(row_cycle(ops, 50, nq, duration))
-                    else:
-                        r = asyncio.run(row_latency(ops, nq, LAT_SAMPLES))
-                        if name == "cdragon":
-                            r["fsync_ms"] = mean_fsync_ms(srv.port)
-                finally:
-                    srv.stop()
+                if kind == "latency":
+                    r = on_fresh(name, run_dir, lambda s: latency(name, s, nq))
+                else:
+                    nconn, row = (400, row_push) if kind == "push" else (50, row_cycle)
+                    r = on_fresh(name, run_dir, lambda s: asyncio.run(row(OPS[name](s.port), nconn, nq, duration)))
+                    r["qload"] = on_fresh(name, run_dir,
+                                          lambda s: qload_row(qload, name, s.port, kind, nconn, nq, duration))
+                    if kind == "push" and name in TOOL_PUSH:
+                        r["c"] = on_fresh(name, run_dir, lambda s: tool_push(name, s.port, nq, duration, run_dir))
                 r.update(system=name, row=kind, queues=nq)
                 log(f"queues: {r}")
                 rows.append(r)
@@ -534,35 +584,45 @@ def report(rows: list[dict], sc: dict | None, duration: float, load: str) -> str
              f"Run of {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC; load average at start: "
              f"{load} (a shared 2-core machine: other work ran meanwhile, so read rows of one run "
              "side by side, not as absolute figures).", "",
-             "Measured by `bench/queues.py` (`.venv/bin/python bench/queues.py`). Each system fresh, "
-             f"pinned to CPU {SERVER_CPU}; the load generator (one Python process, asyncio + uvloop, "
-             f"the same code for every system; one request in flight per connection) pinned to CPU "
-             f"{CLIENT_CPU}; {duration:g} s per row after 1 s of warm-up. cdragon: REST push "
-             "(`POST /db/bench/queue/q`), receive (`POST /queue/bench`, Visibility 60), ack "
-             "(`DELETE ...?receipt=`). Redis 7 with `appendfsync always`: LPUSH, BLMOVE to "
-             "`q:processing`, LREM. beanstalkd (Debian) with `-b DIR -f 0`: put, "
-             "reserve-with-timeout, delete (switching tubes costs `use` / `watch` + `ignore`, "
-             "sent in the same write). Client CPU is the load generator's share of its core: "
-             "near 1.0 means the row is bounded by the load generator, not the server.", "",
-             "The push row is also measured with a load generator in C where one exists "
-             "(wrk with a Lua script for cdragon, redis-benchmark for Redis; beanstalkd has none): "
-             "the Python client parses HTTP answers at a higher cost than RESP ones, so its cdragon "
-             "push numbers understate the server.", "",
-             "| queues | row | system | result (Python client) | client CPU | push, C load generator |",
-             "|---|---|---|---|---|---|"]
+             "Measured by `bench/queues.py` (`.venv/bin/python bench/queues.py`). Each system pinned to "
+             f"CPU {SERVER_CPU} and started fresh for each load generator's run; the load generator pinned "
+             f"to CPU {CLIENT_CPU}, one request in flight per connection; {duration:g} s per row after 1 s "
+             "of warm-up. cdragon: REST push (`POST /db/bench/queue/q`), receive (`POST /queue/bench`, "
+             "Visibility 60), ack (`DELETE ...?receipt=`). Redis 7 with `appendfsync always`: LPUSH, "
+             "BLMOVE to `q:processing`, LREM. beanstalkd (Debian) with `-b DIR -f 0`: put, "
+             "reserve-with-timeout, delete (switching tubes costs `use` / `watch` + `ignore`, sent in "
+             "the same write).", "",
+             "Two load generators send the same requests to every system, connection k's n-th push "
+             "or cycle on queue `q{(k + n * connections) % queues}`: a Python process (asyncio + uvloop) "
+             "and `bench/qload.c` (one C process, one thread, epoll; compiled by the script with "
+             "`cc -O2`). Client CPU is the load generator's share of its core over the measured "
+             "seconds: near 1.0 means the row is bounded by the load generator, not the server (the "
+             "Python client parses HTTP answers at a higher cost than RESP ones, so where it nears "
+             "1.0 it understates cdragon more than Redis); the C client's share shows how far its "
+             "rows are from that bound. The latency rows use the Python client (one push at a time, "
+             "its cost the same for every system).", "",
+             "The push row also has a figure from a well-known load generator in C where one exists, "
+             "each against its own fresh server: wrk with a Lua script for cdragon (no warm-up; pushes "
+             "to q(i mod queues) in turn), redis-benchmark for Redis (random queues among 1,000 with "
+             "`-r 1000`); their client CPU spans their whole run, start-up included. beanstalkd has "
+             "none.", "",
+             "| queues | row | system | Python client | client CPU | C client (qload) | client CPU "
+             "| push, wrk / redis-benchmark | client CPU |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        unit = {"push": "pushes", "cycle": "cycles"}.get(r["row"])
         if r["row"] == "latency":
             res = f"p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms"
             if "fsync_ms" in r:
                 res += f" (its commit: a log append of {r['fsync_ms']:.2f} ms on average)"
-            cpu = ""
+            cells = [res, ""]
         else:
-            res = f"{r['rate']:,.0f} {'pushes' if r['row'] == 'push' else 'cycles'}/s"
-            cpu = f"{r['client_cpu']:.2f}"
+            cells = [f"{r['rate']:,.0f} {unit}/s", f"{r['client_cpu']:.2f}"]
+        for c in (r.get("qload"), r.get("c")):
+            cells += [f"{c['rate']:,.0f} {unit}/s" + (f" ({c['client']})" if "client" in c else ""),
+                      f"{c['client_cpu']:.2f}"] if c else ["", ""]
         conns = {"push": " (400 conns)", "cycle": " (50 workers)", "latency": ""}[r["row"]]
-        c = r.get("c")
-        cres = f"{c['rate']:,.0f} pushes/s ({c['client']})" if c else ""
-        lines.append(f"| {r['queues']:,} | {r['row']}{conns} | {r['system']} | {res} | {cpu} | {cres} |")
+        lines.append(f"| {r['queues']:,} | {r['row']}{conns} | {r['system']} | " + " | ".join(cells) + " |")
     if sc:
         lines += ["", f"Scale (`--scale {sc['messages']}`): {sc['messages']:,} messages pushed into one "
                   f"queue in requests of 1,000 `QPush` entries over 8 connections at "
