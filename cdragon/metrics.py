@@ -104,7 +104,8 @@ class CdragonCollector:
         yield GaugeMetricFamily("cdragon_queue_receivers", "Receivers waiting on POST /queue/{acc}.",
                                 value=qc["waiters"])
         sb = GaugeMetricFamily("cdragon_storage_bytes", "Bytes used: LMDB pages in use (data) and "
-                               "write-ahead log segments (log).", labels=["part"])
+                               "write-ahead log segments on disk (log; the segment being written includes up to 1 MiB "
+                               "of zero-filled room grown ahead of its records).", labels=["part"])
         sb.add_metric(["data"], s["data_bytes"])
         if st is not None:
             sb.add_metric(["log"], _log_bytes(st.path))

@@ -16,6 +16,7 @@ body over in parts (big values by reference), written with one writev.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -49,6 +50,14 @@ def _crc(lsn: int, seq: int, *parts) -> int:
 
 
 _IOV_MAX = 1024          # buffers per writev (Linux's IOV_MAX)
+# The segment being written is grown ahead of its records by this much, zero-filled:
+# appending then overwrites blocks the file already has, so a record's fdatasync need
+# not also write the inode (a new file size) and waits for one device write, not two
+# (about 100 us instead of 160 us per commit on the benchmark VM). Zeros never read
+# as a record (a zero header fails its CRC), so reading stops there as at a torn
+# record; a segment is cut back to its records when it is closed.
+PREALLOC = 1 << 20
+_ZEROS = bytes(PREALLOC)
 
 
 def segment_path(directory: str, first_lsn: int) -> str:
@@ -146,13 +155,14 @@ class WalWriter:
         self.fd = -1
         self.path = ""
         self.size = 0                    # bytes in the current segment
+        self.alloc = 0                   # its length on disk: records, then zeros
         self.closed_segments: list[str] = []
         self._open_segment()
 
     def _open_segment(self) -> None:
         self.path = segment_path(self.dir, self.lsn + 1)
         self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        self.size = 0
+        self.size = self.alloc = 0
         fsync_dir(self.dir)
 
     def append(self, seq: int, body) -> None:
@@ -164,6 +174,7 @@ class WalWriter:
         size = sum(map(len, parts))
         head = HEADER.pack(size, _crc(lsn, seq, *parts), lsn, seq)
         try:
+            self._reserve(len(head) + size)
             self._write_all([head, *parts])
             os.fdatasync(self.fd)
         except OSError:
@@ -171,6 +182,16 @@ class WalWriter:
             raise
         self.size += len(head) + size
         self.lsn = lsn
+
+    def _reserve(self, n: int) -> None:
+        """Zero-fill the segment past its records so that n more bytes fit (the
+        record's own fdatasync makes the zeros and the new length durable with it).
+        pwrite leaves the file position, where the records go, alone."""
+        while self.size + n > self.alloc:
+            done = os.pwrite(self.fd, _ZEROS, self.alloc)
+            if done <= 0:
+                raise OSError(errno.ENOSPC, "no room to grow the log segment")
+            self.alloc += done
 
     def _write_all(self, bufs: list) -> None:
         for i in range(0, len(bufs), _IOV_MAX):
@@ -185,6 +206,7 @@ class WalWriter:
     def _cut_back(self) -> None:
         try:
             os.ftruncate(self.fd, self.size)
+            self.alloc = self.size
             os.lseek(self.fd, self.size, os.SEEK_SET)
             os.fdatasync(self.fd)
         except OSError:
@@ -192,7 +214,18 @@ class WalWriter:
             # records are never read after it (reading stops at a torn record)
             self._roll()
 
+    def _trim_zeros(self) -> None:
+        # a closed segment holds just its records (what is shipped, backed up and
+        # counted); should this not reach the disk, the zeros left read as the end
+        if self.alloc > self.size:
+            try:
+                os.ftruncate(self.fd, self.size)
+            except OSError:
+                pass
+            self.alloc = self.size
+
     def _roll(self) -> None:
+        self._trim_zeros()
         os.close(self.fd)
         self.closed_segments.append(self.path)
         self._open_segment()
@@ -208,6 +241,7 @@ class WalWriter:
 
     def close(self) -> None:
         if self.fd >= 0:
+            self._trim_zeros()
             os.close(self.fd)
             self.fd = -1
 

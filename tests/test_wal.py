@@ -92,6 +92,34 @@ def test_rotate_starts_a_new_segment(tmp_path):
     assert [p.name for p in log_files(tmp_path)] == ["wal-0000000000000005.log", "wal-0000000000000006.log"]
 
 
+def test_a_segment_grows_ahead_in_zeros_and_is_cut_back_to_its_records(tmp_path):
+    w = wal.WalWriter(str(tmp_path), 1)
+    w.append(1, wal.wal_body([(b"kv", [(b"a", b"1")], [])]))
+    [path] = log_files(tmp_path)
+    data = path.read_bytes()
+    assert len(data) == wal.PREALLOC and w.size < wal.PREALLOC      # records, then zeros
+    assert data[w.size:] == bytes(wal.PREALLOC - w.size)
+    # a record bigger than the room left grows the segment by whole zero-filled steps
+    w.append(2, [b"x" * (wal.PREALLOC + 10)])
+    assert path.stat().st_size == 2 * wal.PREALLOC
+    w.append(3, wal.wal_body([(b"kv", [(b"b", b"2")], [])]))
+    assert [(lsn, seq) for lsn, seq, _ in wal.read_records(str(path))] == [(1, 1), (2, 2), (3, 3)]
+    size = w.size
+    [closed] = w.rotate()                        # a closed segment holds just its records
+    assert closed == str(path) and path.stat().st_size == size
+    w.append(4, wal.wal_body([]))
+    w.close()
+    newest = log_files(tmp_path)[-1]
+    assert newest.stat().st_size == w.size > 0
+    assert [lsn for lsn, _, _ in wal.read_records(str(newest))] == [4]
+
+
+def test_zeros_never_read_as_a_record():
+    assert list(wal.read_raw(bytes(wal.PREALLOC))) == []
+    n, crc, lsn, seq = wal.HEADER.unpack(bytes(wal.HEADER.size))
+    assert wal._crc(lsn, seq, b"") != crc
+
+
 def _lmdb_value(data_dir, db: bytes, key: bytes):
     env = lmdb.open(str(data_dir), max_dbs=16, readonly=True, lock=False)
     try:
@@ -210,7 +238,11 @@ def test_a_torn_log_tail_is_ignored(server_factory):
     c.close()
     srv.kill()
     newest = log_files(srv.data_dir)[-1]
-    with open(newest, "ab") as f:     # a record the crash cut short: header, half a body
+    data = newest.read_bytes()
+    end = sum(len(raw) for _lsn, raw in wal.read_raw(data))
+    assert end > 0 and set(data[end:]) == {0}     # the segment's zero-filled room follows its records
+    with open(newest, "r+b") as f:    # a record the crash cut short: header, half a body, then zeros
+        f.seek(end)
         f.write(wal.HEADER.pack(100, 0, 99, 99) + b"x" * 40)
     srv.start()
     c = srv.client()
