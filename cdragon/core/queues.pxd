@@ -96,6 +96,9 @@ cdef class QueueTable:
     # POST /db
     cdef int check_acks(self, Txn t) except -1
     cdef bytes apply(self, Txn t)
+    cdef Queue _ack(self, Flight f)
+    cdef int _push(self, Queue q, QPushOp p, double nw) except -1
+    cdef int _push_params(self, QPushOp op, dict params) except -1
     # routes
     cdef int receive(self, Request r) except -1
     cdef int rest_stats(self, Request r) except -1
@@ -123,7 +126,6 @@ cdef class QueueTable:
     cdef int _end_delivery(self, Flight f, double nw) except -1
     cdef int _to_dead(self, Queue q, int64_t id, bytes raw, double nw) except -1
     cdef int _answer_waiters(self, object err, bytes acc=*) except -1
-    cdef int _run_one(self, Request r, Txn t, bytes body) except -1
     cdef int _cancel(self, Request r, bytes name, int64_t id) except -1
     cdef int _unpark(self, Receiver w) except -1
     cdef int _no_waiters(self, Queue q) except -1

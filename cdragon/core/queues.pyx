@@ -332,9 +332,11 @@ cdef QAckOp parse_receipt(bytes acc, bytes qname, object v, str what):
 
 
 cdef QPushOp new_push(bytes acc, bytes qname, object body, Server srv):
+    """A push of body; acc and qname None: the caller sets head (REST, from its Queue)."""
     cdef QPushOp op = QPushOp.__new__(QPushOp)
-    op.head = acc + b"\0" + qname + b"\0"
-    op.qj = json_str(qname)
+    if qname is not None:
+        op.head = acc + b"\0" + qname + b"\0"
+        op.qj = json_str(qname)
     op.body = body
     op.delay = 0
     op.at = -1
@@ -766,67 +768,78 @@ cdef class QueueTable:
 
     cdef bytes apply(self, Txn t):
         """Push and ack (every check passed); returns the answer's "QPush"/"QAck" part."""
-        cdef Store st = self.srv.store
         cdef QPushOp p
         cdef QAckOp a
         cdef Queue q
-        cdef Flight f
-        cdef double nw = wall_now(), due
-        cdef bytes raw, dk
-        cdef list parts = []
-        cdef set wake = set()         # queues with receivers waiting
-        cdef list acks = [], pushes = []
+        cdef double nw = wall_now()
+        cdef set wake = None          # queues with receivers waiting
+        cdef list parts = [], acks = [], pushes = []
         self.wrote = bool(t.qack)
         for a in (t.qack or ()):
-            f = self._flight_of(a.head, a.id, a.attempts, a.tag)
-            q = f.q
-            del q.flights[f.id]
-            self.dl.clear(f)
-            st.q_write(_mkey(q.head, f.id), None)
-            self._changed(q)
-            self._group_done(q, f.group, f.id)
+            q = self._ack(self._flight_of(a.head, a.id, a.attempts, a.tag))
             if q.nwait:
+                if wake is None:
+                    wake = set()
                 wake.add(q)
             acks.append(b'{"Queue":%s,"ID":"%d"}' % (a.qj, a.id))
         for p in (t.qpush or ()):
             q = self._by_head(p.head)
-            if p.dedup is not None:
-                dk = b"d" + p.head + <bytes>p.dedup
-                raw = st.q_read(dk)
-                if raw is not None and _QDEDUP.unpack(raw)[1] > nw:
-                    p.dup = True
-                    p.res_id = _QDEDUP.unpack(raw)[0]
-                    pushes.append(b'{"Queue":%s,"ID":"%d","Duplicate":true}' % (p.qj, p.res_id))
-                    self._forget_if_idle(q)
-                    continue
-            self.hw += 1
-            self.wrote = True
-            p.res_id = self.hw
-            if p.dedup is not None:
-                st.q_write(dk, _QDEDUP.pack(p.res_id, nw + self.dedup_window))
-                self.dedup_exp.append((nw + self.dedup_window, dk))
-            due = nw
-            if p.at > nw:
-                due = p.at
-            elif p.delay > 0:
-                due = nw + p.delay
-            st.q_write(_mkey(q.head, p.res_id),
-                       _qrec(due, nw, 0, 0, self.max_attempts if p.max_attempts < 0 else p.max_attempts,
-                             0, p.group, p.body))
-            self._changed(q)
-            self._index_new(q, due, p.res_id, p.group)
+            self._push(q, p, nw)
             if q.nwait:
+                if wake is None:
+                    wake = set()
                 wake.add(q)
-            pushes.append(b'{"Queue":%s,"ID":"%d"}' % (p.qj, p.res_id))
+            pushes.append(b'{"Queue":%s,"ID":"%d"%s}' % (p.qj, p.res_id, b',"Duplicate":true' if p.dup else b""))
         # waiting receivers get the new messages now: their answers go out with this
         # batch, once it is durable
-        for q in wake:
-            self.serve(q)
+        if wake is not None:
+            for q in wake:
+                self.serve(q)
         if acks:
             parts.append(b'"QAck":[' + b",".join(acks) + b"]")
         if pushes:
             parts.append(b'"QPush":[' + b",".join(pushes) + b"]")
         return b",".join(parts)
+
+    cdef Queue _ack(self, Flight f):
+        """The delivery f is done: its message leaves the queue. Returns its queue."""
+        cdef Queue q = f.q
+        del q.flights[f.id]
+        self.dl.clear(f)
+        self.srv.store.q_write(_mkey(q.head, f.id), None)
+        self._changed(q)
+        self._group_done(q, f.group, f.id)
+        return q
+
+    cdef int _push(self, Queue q, QPushOp p, double nw) except -1:
+        """Push p into q (sets p.res_id; p.dup for a DedupID seen within the window,
+        which writes nothing); self.wrote is set when it wrote."""
+        cdef Store st = self.srv.store
+        cdef double due
+        cdef bytes raw, dk
+        if p.dedup is not None:
+            dk = b"d" + p.head + <bytes>p.dedup
+            raw = st.q_read(dk)
+            if raw is not None and _QDEDUP.unpack(raw)[1] > nw:
+                p.dup = True
+                p.res_id = _QDEDUP.unpack(raw)[0]
+                return self._forget_if_idle(q)
+        self.hw += 1
+        self.wrote = True
+        p.res_id = self.hw
+        if p.dedup is not None:
+            st.q_write(dk, _QDEDUP.pack(p.res_id, nw + self.dedup_window))
+            self.dedup_exp.append((nw + self.dedup_window, dk))
+        due = nw
+        if p.at > nw:
+            due = p.at
+        elif p.delay > 0:
+            due = nw + p.delay
+        st.q_write(_mkey(q.head, p.res_id),
+                   _qrec(due, nw, 0, 0, self.max_attempts if p.max_attempts < 0 else p.max_attempts,
+                         0, p.group, p.body))
+        self._changed(q)
+        return self._index_new(q, due, p.res_id, p.group)
 
     cdef int _index_new(self, Queue q, double due, int64_t id, object group) except -1:
         cdef QGroup g
@@ -1092,19 +1105,29 @@ cdef class QueueTable:
             read_seq(self.srv.store), r.head)
         return 0
 
-    cdef int _run_one(self, Request r, Txn t, bytes body) except -1:
-        """Run a one-operation Txn of a REST route and answer `body` % (queue, id)."""
-        cdef int wrote = run_txn(t, self.srv.store, self.srv)
-        r.conn.reply(200, body, commit_seq(self.srv, wrote), r.head)
-        return wrote
-
     cdef int rest_push(self, Request r) except -1:
+        """POST /db/{acc}/queue/{queue}: one push, straight to _push (what run_txn
+        would check for it is only the room left)."""
         cdef Server srv = self.srv
         cdef dict params = r.params()
-        cdef Txn t = new_txn(r.acc)
         cdef bytes name = queue_name(r.key.decode("utf-8"), "queue")
-        cdef QPushOp op = new_push(r.acc, name, stored_value(r.body, srv.lim.max_value_bytes), srv)
-        cdef int wrote
+        cdef QPushOp op = new_push(None, None, stored_value(r.body, srv.lim.max_value_bytes), srv)
+        cdef Queue q
+        if params:
+            self._push_params(op, params)
+        if not srv.store.has_room():
+            raise E_STORAGE_FULL.error()
+        q = self._get(r.acc, name)     # (after every check: a refused push leaves no queue)
+        op.head = q.head
+        self.wrote = False
+        self._push(q, op, wall_now())
+        if q.nwait:
+            self.serve(q)
+        r.conn.reply(200, b'{"Queue":%s,"ID":"%d"%s}' % (q.nj, op.res_id, b',"Duplicate":true' if op.dup else b""),
+                     commit_seq(srv, self.wrote), r.head)
+        return self.wrote
+
+    cdef int _push_params(self, QPushOp op, dict params) except -1:
         if "delay" in params and "at" in params:
             raise ApiError(400, "bad_request", "send delay or at, not both")
         if "delay" in params:
@@ -1119,27 +1142,23 @@ cdef class QueueTable:
             op.group = key_bytes(params["group"], "group")
         if "dedup" in params:
             op.dedup = key_bytes(params["dedup"], "dedup")
-        t.qpush = [op]
-        t.nops = 1
-        wrote = run_txn(t, srv.store, srv)
-        r.conn.reply(200, b'{"Queue":%s,"ID":"%d"%s}' % (op.qj, op.res_id, b',"Duplicate":true' if op.dup else b""),
-                     commit_seq(srv, wrote), r.head)
-        return wrote
+        return 0
 
     cdef int rest_delete(self, Request r) except -1:
         cdef dict params = r.params()
         cdef bytes name = queue_name(r.key.decode("utf-8"), "queue")
-        cdef Txn t
         cdef QAckOp a
+        cdef Queue q
         if ("receipt" in params) == ("id" in params):
             raise ApiError(400, "bad_request", "DELETE needs ?receipt=R (ack) or ?id=ID (cancel)")
         if "id" in params:
             return self._cancel(r, name, _parse_id(params["id"], "id"))
         a = parse_receipt(r.acc, name, params["receipt"], "receipt")
-        t = new_txn(r.acc)
-        t.qack = [a]
-        t.nops = 1
-        return self._run_one(r, t, b'{"Queue":%s,"ID":"%d"}' % (a.qj, a.id))
+        q = self._ack(self._flight_of(a.head, a.id, a.attempts, a.tag))
+        if q.nwait:
+            self.serve(q)
+        r.conn.reply(200, b'{"Queue":%s,"ID":"%d"}' % (a.qj, a.id), commit_seq(self.srv, True), r.head)
+        return 1
 
     cdef int _cancel(self, Request r, bytes name, int64_t id) except -1:
         cdef Store st = self.srv.store
