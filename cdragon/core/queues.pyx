@@ -134,6 +134,18 @@ cdef inline bytes _mkey(bytes head, int64_t id):
     return out
 
 
+cdef inline bytes _qhead(bytes acc, bytes name):
+    """A queue's record-key prefix, acc NUL name NUL, in one allocation."""
+    cdef Py_ssize_t na = PyBytes_GET_SIZE(acc), nn = PyBytes_GET_SIZE(name)
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, na + nn + 2)
+    cdef char* p = PyBytes_AS_STRING(out)
+    memcpy(p, PyBytes_AS_STRING(acc), na)
+    p[na] = 0
+    memcpy(p + na + 1, PyBytes_AS_STRING(name), nn)
+    p[na + nn + 1] = 0
+    return out
+
+
 cdef inline object _rec_group(bytes raw, int glen):
     return raw[QREC_SIZE:QREC_SIZE + glen] if glen else None
 
@@ -323,7 +335,7 @@ cdef QAckOp parse_receipt(bytes acc, bytes qname, object v, str what):
     if (type(v) is not str or not (<str>v).isascii()
             or not _receipt_parts((<str>v).encode("ascii"), &id, &attempts, &tag)):
         raise ApiError(400, "bad_request", what + " must be a receipt as the server gave it")
-    op.head = acc + b"\0" + qname + b"\0"
+    op.head = _qhead(acc, qname)
     op.qj = json_str(qname)
     op.id = <int64_t>id
     op.attempts = <int64_t>attempts
@@ -335,7 +347,7 @@ cdef QPushOp new_push(bytes acc, bytes qname, object body, Server srv):
     """A push of body; acc and qname None: the caller sets head (REST, from its Queue)."""
     cdef QPushOp op = QPushOp.__new__(QPushOp)
     if qname is not None:
-        op.head = acc + b"\0" + qname + b"\0"
+        op.head = _qhead(acc, qname)
         op.qj = json_str(qname)
     op.body = body
     op.delay = 0
@@ -411,7 +423,7 @@ cdef int parse_qack(Txn t, object v) except -1:
 
 cdef int queue_record(ImportPlan p, dict d, str kind, bytes acc, Server srv, double now) except -1:
     """A "Msg" or "Dedup" line of an export dump (cdragon.dump) into the import plan."""
-    cdef bytes head = acc + b"\0" + queue_name(d.get("Queue"), "Queue") + b"\0"
+    cdef bytes head = _qhead(acc, queue_name(d.get("Queue"), "Queue"))
     cdef bytes k
     cdef double t
     if kind == "Dedup":
@@ -470,7 +482,7 @@ cdef class QueueTable:
 
     # ---- queues -------------------------------------------------------------------------------
     cdef Queue _get(self, bytes acc, bytes name):
-        cdef bytes head = acc + b"\0" + name + b"\0"
+        cdef bytes head = _qhead(acc, name)
         cdef Queue q = self.queues.get(head)
         if q is None:
             q = Queue.__new__(Queue)
@@ -835,9 +847,9 @@ cdef class QueueTable:
             due = p.at
         elif p.delay > 0:
             due = nw + p.delay
-        st.q_write(_mkey(q.head, p.res_id),
-                   _qrec(due, nw, 0, 0, self.max_attempts if p.max_attempts < 0 else p.max_attempts,
-                         0, p.group, p.body))
+        st.q_write_new(_mkey(q.head, p.res_id),
+                                 _qrec(due, nw, 0, 0, self.max_attempts if p.max_attempts < 0 else p.max_attempts,
+                                   0, p.group, p.body))
         self._changed(q)
         return self._index_new(q, due, p.res_id, p.group)
 
@@ -1078,7 +1090,7 @@ cdef class QueueTable:
     # ---- REST: /db/{acc}/queue/{q} ---------------------------------------------------------------
     cdef int rest_stats(self, Request r) except -1:
         cdef bytes name = queue_name(r.key.decode("utf-8"), "queue")
-        cdef Queue q = self.queues.get(r.acc + b"\0" + name + b"\0")
+        cdef Queue q = self.queues.get(_qhead(r.acc, name))
         cdef Py_ssize_t ready = 0, delayed = 0, i
         cdef double nw = wall_now(), oldest = nw
         cdef QGroup g
@@ -1162,7 +1174,7 @@ cdef class QueueTable:
 
     cdef int _cancel(self, Request r, bytes name, int64_t id) except -1:
         cdef Store st = self.srv.store
-        cdef bytes head = r.acc + b"\0" + name + b"\0"
+        cdef bytes head = _qhead(r.acc, name)
         cdef Queue q = self.queues.get(head)
         cdef bytes mk = _mkey(head, id)
         cdef bytes raw = st.q_read(mk)

@@ -92,6 +92,7 @@ cdef class Store:
     cdef int idem_write(self, bytes k, double expiry) except -1
     cdef object q_read(self, bytes tk)
     cdef int q_write(self, bytes tk, object val) except -1
+    cdef int q_write_new(self, bytes tk, bytes val) except -1
     cdef int64_t rl_read(self, bytes k) except? -1
     cdef int rl_write(self, bytes k, int64_t tat) except -1
     cdef int64_t bump_revision(self, bytes acc) except -1
@@ -122,6 +123,7 @@ cdef class Store:
     cdef int64_t _stored_revision(self, bytes acc) except -1
     cdef Entry _durable(self, Entry e)
     cdef Entry _entry(self, dict over, dict dirty, bytes k, Py_ssize_t size)
+    cdef Entry _new_entry(self, dict over, dict dirty, bytes k, Py_ssize_t size, Entry prev)
     cdef bint _trim(self, dict over, bytes k, int64_t seq) except -1
     cdef int _purge(self, dict dirty, dict over, int64_t seq) except -1
     cdef int _purge_kv(self, dict dirty, int64_t seq) except -1

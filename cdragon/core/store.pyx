@@ -345,14 +345,16 @@ cdef class Store:
     # ---- writes (all go through _entry: the one after-write hook) ----------------------
     cdef Entry _entry(self, dict over, dict dirty, bytes k, Py_ssize_t size):
         """The open batch's Entry for k (made on its first write of k this batch)."""
-        cdef Batch b = self.open_batch
         cdef Entry e = over.get(k)
-        cdef Entry n
-        if e is not None and e.seq == b.seq:
+        if e is not None and e.seq == self.open_batch.seq:
             return e
-        n = Entry.__new__(Entry)
+        return self._new_entry(over, dirty, k, size, e)
+
+    cdef Entry _new_entry(self, dict over, dict dirty, bytes k, Py_ssize_t size, Entry prev):
+        cdef Batch b = self.open_batch
+        cdef Entry n = Entry.__new__(Entry)
         n.seq = b.seq
-        n.prev = e
+        n.prev = prev
         over[k] = n
         dirty[k] = n
         b.count(k, size)
@@ -416,6 +418,12 @@ cdef class Store:
     cdef int q_write(self, bytes tk, object val) except -1:
         """Write (None: delete) a queue record with the open batch."""
         self._entry(self.o_q, self.open_batch.qm, tk, 0 if val is None else PyBytes_GET_SIZE(val)).val = val
+        return 0
+
+    cdef int q_write_new(self, bytes tk, bytes val) except -1:
+        """q_write of a key never written before (a new message's: IDs are never
+        reused), without looking for an older entry of it."""
+        self._new_entry(self.o_q, self.open_batch.qm, tk, PyBytes_GET_SIZE(val), None).val = val
         return 0
 
     cdef int64_t rl_read(self, bytes k) except? -1:
