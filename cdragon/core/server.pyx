@@ -174,7 +174,12 @@ cdef class Server:
             self.storage_error = err
             self._settle()
             self._fail_batches(commit_failed(str(err)))
-        self.kick()
+        # the next batch goes to the writer on the loop's next pass, not now: the
+        # requests that came in while these answers were written (the first clients
+        # answered are already back) join it instead of waiting a whole commit more
+        if not self.kick_scheduled:
+            self.kick_scheduled = True
+            self.loop.call_soon(self._kick)
 
     # ---- checkpoints ---------------------------------------------------------------------
     cdef int _maybe_checkpoint(self) except -1:
