@@ -22,11 +22,8 @@ source "$here/lib.sh"
 run_one() {   # checkout -> "rps us_per_req"
     local repo=$1 dir port pid ticks0 ticks1 out req rps hz
     dir=$(mktemp -d "${TMPDIR:-/tmp}/cpu-ab-XXXXXX")
-    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    (cd "$repo" && exec taskset -c "${SERVER_CPU:-0}" "$here/../.venv/bin/python" -m cdragon serve \
-        --listen "127.0.0.1:$port" --data-dir "$dir/data" >"$dir/server.log" 2>&1) &
-    pid=$!
-    for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/health" && break; sleep 0.1; done
+    start_checkout "$repo" "$dir"
+    pid=$SERVER_PID port=$SERVER_PORT
     ticks0=$(awk '{print $14 + $15}' "/proc/$pid/stat")
     out=$(taskset -c "${CLIENT_CPU:-1}" wrk -t1 -c400 -d$((WARMUP + SECS))s -s "$here/lua/$LUA" \
           "http://127.0.0.1:$port/" -- "$@" | grep BENCH_RESULT)

@@ -1,4 +1,4 @@
-# Shell helpers shared by bench/quick.sh and bench/watch.sh (sourced, not run).
+# Shell helpers shared by the bench shell scripts (sourced, not run).
 
 # stop_pid PID: SIGTERM, wait up to $STOP_TIMEOUT s, then SIGKILL; only a PID we started
 stop_pid() {
@@ -31,4 +31,17 @@ _bench_cleanup() {
         for d in "${DATA_DIRS[@]}"; do rm -rf -- "$d"; done
     fi
     exit $rc
+}
+
+# start_checkout REPO DIR: `python -m cdragon serve` from checkout REPO (its own build) on
+# $SERVER_CPU (0) and a free loopback port, data in DIR/data, log in DIR/server.log; sets
+# SERVER_PID and SERVER_PORT and returns once /health answers (or after 10 s).
+start_checkout() {
+    local repo=$1 dir=$2 lib_dir
+    lib_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+    SERVER_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    (cd "$repo" && exec taskset -c "${SERVER_CPU:-0}" "$lib_dir/../.venv/bin/python" -m cdragon serve \
+        --listen "127.0.0.1:$SERVER_PORT" --data-dir "$dir/data" >"$dir/server.log" 2>&1) &
+    SERVER_PID=$!
+    for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$SERVER_PORT/health" && break; sleep 0.1; done
 }

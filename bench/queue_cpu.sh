@@ -35,13 +35,10 @@ print(f"{name:8s} {d['rate']:>9.0f} ops/s  user {user / n * 1e6:6.2f} us/op  "
 EOF
 }
 
-port=$(free_port)
-(cd "$here/.." && exec taskset -c "${SERVER_CPU:-0}" "$here/../.venv/bin/python" -m cdragon serve \
-    --listen "127.0.0.1:$port" --data-dir "$tmp/cdragon" >"$tmp/cdragon.log" 2>&1) &
-pid=$!
-for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/health" && break; sleep 0.1; done
-measure cdragon http "$pid" "$port"
-stop_pid "$pid"
+mkdir -p "$tmp/cdragon"
+start_checkout "$here/.." "$tmp/cdragon"
+measure cdragon http "$SERVER_PID" "$SERVER_PORT"
+stop_pid "$SERVER_PID"
 
 port=$(free_port)
 mkdir -p "$tmp/redis"
