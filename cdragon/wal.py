@@ -16,7 +16,6 @@ body over in parts (big values by reference), written with one writev.
 """
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
@@ -181,16 +180,22 @@ class WalWriter:
             self._cut_back()
             raise
         self.size += len(head) + size
+        self.alloc = max(self.alloc, self.size)     # (zeros only ever go past the records)
         self.lsn = lsn
 
     def _reserve(self, n: int) -> None:
         """Zero-fill the segment past its records so that n more bytes fit (the
         record's own fdatasync makes the zeros and the new length durable with it).
-        pwrite leaves the file position, where the records go, alone."""
+        pwrite leaves the file position, where the records go, alone. A disk with no
+        room to grow ahead (full, or nearly) is not an error here: the record is then
+        appended as it would be without, and fails only if it does not fit itself."""
         while self.size + n > self.alloc:
-            done = os.pwrite(self.fd, _ZEROS, self.alloc)
+            try:
+                done = os.pwrite(self.fd, _ZEROS, self.alloc)
+            except OSError:
+                return
             if done <= 0:
-                raise OSError(errno.ENOSPC, "no room to grow the log segment")
+                return
             self.alloc += done
 
     def _write_all(self, bufs: list) -> None:

@@ -5,7 +5,13 @@ a failed log write while the server keeps serving.
 """
 from __future__ import annotations
 
+import errno
+import json
+import os
+import shutil
 import struct
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,7 +21,7 @@ import pytest
 from cdragon import wal
 from cdragon._core import sorted_items
 from cdragon.storage import Storage
-from helpers import assert_error, unique_account
+from helpers import REPO, assert_error, unique_account
 
 NO_CHECKPOINT = {"CDRAGON_CHECKPOINT_INTERVAL": 3600}   # everything stays in the log
 
@@ -112,6 +118,44 @@ def test_a_segment_grows_ahead_in_zeros_and_is_cut_back_to_its_records(tmp_path)
     newest = log_files(tmp_path)[-1]
     assert newest.stat().st_size == w.size > 0
     assert [lsn for lsn, _, _ in wal.read_records(str(newest))] == [4]
+
+
+_FILL_DISK = """
+import json, sys
+from cdragon import wal
+w = wal.WalWriter(sys.argv[1], 1)
+n, err = 0, None
+while n < 5000:
+    try:
+        w.append(n + 1, [b"x" * 4000])
+    except OSError as e:
+        err = e.errno
+        break
+    n += 1
+[path] = wal.segments(sys.argv[1])
+print(json.dumps({"n": n, "err": err, "read": [lsn for lsn, _, _ in wal.read_records(path)]}))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
+                    reason="needs root and unshare for a private tmpfs mount")
+def test_a_nearly_full_disk_still_takes_records_that_fit(tmp_path):
+    # a 1.5 MiB tmpfs (in a private mount namespace, gone with the process): the
+    # segment's second step of zeros only half fits; records still go in until one
+    # does not fit, and none is lost or overwritten by zeros
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    p = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                        f"mount -t tmpfs -o size=1536k tmpfs '{disk}' && exec \"$@\"", "sh",
+                        sys.executable, "-c", _FILL_DISK, str(disk)],
+                       capture_output=True, text=True, timeout=60, cwd=REPO,
+                       env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out["err"] == errno.ENOSPC
+    assert out["n"] * 4024 > wal.PREALLOC + 256 * 1024      # well past the first step's zeros
+    assert out["read"] == list(range(1, out["n"] + 1))      # every record written reads back
+    assert not os.path.ismount(disk)
 
 
 def test_zeros_never_read_as_a_record():
