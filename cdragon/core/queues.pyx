@@ -343,12 +343,11 @@ cdef QAckOp parse_receipt(bytes acc, bytes qname, object v, str what):
     return op
 
 
-cdef QPushOp new_push(bytes acc, bytes qname, object body, Server srv):
-    """A push of body; acc and qname None: the caller sets head (REST, from its Queue)."""
+cdef QPushOp new_push(bytes head, bytes qj, object body):
+    """A push of body to the queue of record-key prefix `head` and JSON name `qj`."""
     cdef QPushOp op = QPushOp.__new__(QPushOp)
-    if qname is not None:
-        op.head = _qhead(acc, qname)
-        op.qj = json_str(qname)
+    op.head = head
+    op.qj = qj
     op.body = body
     op.delay = 0
     op.at = -1
@@ -384,8 +383,8 @@ cdef int parse_qpush(Txn t, object v, Server srv) except -1:
             raise ApiError(400, "bad_request", "each QPush entry needs a Body (null is a value)")
         if "Delay" in e and "At" in e:
             raise ApiError(400, "bad_request", "QPush takes Delay or At, not both")
-        op = new_push(t.acc, queue_name(e.get("Queue"), "QPush Queue"),
-                      encode_value(e["Body"], srv.lim.max_value_bytes), srv)
+        name = queue_name(e.get("Queue"), "QPush Queue")
+        op = new_push(_qhead(t.acc, name), json_str(name), encode_value(e["Body"], srv.lim.max_value_bytes))
         if "Delay" in e:
             op.delay = as_seconds(e["Delay"], "QPush Delay", qt.max_delay, True)
         if "At" in e:
@@ -448,6 +447,16 @@ cdef int queue_record(ImportPlan p, dict d, str kind, bytes acc, Server srv, dou
                  None if group is None else key_bytes(group, "Group"),
                  encode_value(d["Body"], srv.lim.max_value_bytes)))
     return 0
+
+
+cdef inline bytes _pushed(QPushOp p):
+    """A push's answer: {"Queue":..,"ID":".."} (and "Duplicate":true), in POST /db's
+    "QPush" list and as the REST push's whole answer."""
+    return b'{"Queue":%s,"ID":"%d"%s}' % (p.qj, p.res_id, b',"Duplicate":true' if p.dup else b"")
+
+
+cdef inline bytes _acked(QAckOp a):
+    return b'{"Queue":%s,"ID":"%d"}' % (a.qj, a.id)
 
 
 cdef bytes _receipt(int64_t id, int64_t attempts, uint32_t tag):
@@ -784,29 +793,24 @@ cdef class QueueTable:
         cdef QAckOp a
         cdef Queue q
         cdef double nw = wall_now()
-        cdef set wake = None          # queues with receivers waiting
+        cdef set wake = set()         # queues with receivers waiting
         cdef list parts = [], acks = [], pushes = []
         self.wrote = bool(t.qack)
         for a in (t.qack or ()):
             q = self._ack(self._flight_of(a.head, a.id, a.attempts, a.tag))
             if q.nwait:
-                if wake is None:
-                    wake = set()
                 wake.add(q)
-            acks.append(b'{"Queue":%s,"ID":"%d"}' % (a.qj, a.id))
+            acks.append(_acked(a))
         for p in (t.qpush or ()):
             q = self._by_head(p.head)
             self._push(q, p, nw)
             if q.nwait:
-                if wake is None:
-                    wake = set()
                 wake.add(q)
-            pushes.append(b'{"Queue":%s,"ID":"%d"%s}' % (p.qj, p.res_id, b',"Duplicate":true' if p.dup else b""))
+            pushes.append(_pushed(p))
         # waiting receivers get the new messages now: their answers go out with this
         # batch, once it is durable
-        if wake is not None:
-            for q in wake:
-                self.serve(q)
+        for q in wake:
+            self.serve(q)
         if acks:
             parts.append(b'"QAck":[' + b",".join(acks) + b"]")
         if pushes:
@@ -848,8 +852,8 @@ cdef class QueueTable:
         elif p.delay > 0:
             due = nw + p.delay
         st.q_write_new(_mkey(q.head, p.res_id),
-                                 _qrec(due, nw, 0, 0, self.max_attempts if p.max_attempts < 0 else p.max_attempts,
-                                   0, p.group, p.body))
+                       _qrec(due, nw, 0, 0, self.max_attempts if p.max_attempts < 0 else p.max_attempts,
+                             0, p.group, p.body))
         self._changed(q)
         return self._index_new(q, due, p.res_id, p.group)
 
@@ -1123,7 +1127,7 @@ cdef class QueueTable:
         cdef Server srv = self.srv
         cdef dict params = r.params()
         cdef bytes name = queue_name(r.key.decode("utf-8"), "queue")
-        cdef QPushOp op = new_push(None, None, stored_value(r.body, srv.lim.max_value_bytes), srv)
+        cdef QPushOp op = new_push(None, None, stored_value(r.body, srv.lim.max_value_bytes))
         cdef Queue q
         if params:
             self._push_params(op, params)
@@ -1131,12 +1135,12 @@ cdef class QueueTable:
             raise E_STORAGE_FULL.error()
         q = self._get(r.acc, name)     # (after every check: a refused push leaves no queue)
         op.head = q.head
+        op.qj = q.nj
         self.wrote = False
         self._push(q, op, wall_now())
         if q.nwait:
             self.serve(q)
-        r.conn.reply(200, b'{"Queue":%s,"ID":"%d"%s}' % (q.nj, op.res_id, b',"Duplicate":true' if op.dup else b""),
-                     commit_seq(srv, self.wrote), r.head)
+        r.conn.reply(200, _pushed(op), commit_seq(srv, self.wrote), r.head)
         return self.wrote
 
     cdef int _push_params(self, QPushOp op, dict params) except -1:
@@ -1169,7 +1173,7 @@ cdef class QueueTable:
         q = self._ack(self._flight_of(a.head, a.id, a.attempts, a.tag))
         if q.nwait:
             self.serve(q)
-        r.conn.reply(200, b'{"Queue":%s,"ID":"%d"}' % (a.qj, a.id), commit_seq(self.srv, True), r.head)
+        r.conn.reply(200, _acked(a), commit_seq(self.srv, True), r.head)
         return 1
 
     cdef int _cancel(self, Request r, bytes name, int64_t id) except -1:
