@@ -12,10 +12,11 @@ Rows, for 1 queue and for 1,000 queues:
 - cycle: 50 workers, each push -> receive -> ack in turn (full cycles/s), by both;
 - latency: one receiver waiting, one pusher; from sending the push to the receiver
   holding the message (p50 / p99 over LAT_SAMPLES pushes, one at a time; Python client).
-Each load generator's run has a fresh server. Then `--scale N` (cdragon only): N messages in one queue: push rate in batches of
-1,000 per request, the server's RSS before and after (once checkpoints have moved the
-bodies to LMDB), so the memory per ready message, the restart time with N messages,
-and that a receive and the stats still answer at once.
+Each load generator's run has a fresh server. Then `--scale N` (cdragon only): N
+messages in one queue: push rate in batches of 1,000 per request, the server's RSS
+before and after (once checkpoints have moved the bodies to LMDB), so the memory per
+ready message, the restart time with N messages, and that a receive and the stats
+still answer at once.
 
 Writes section "queues" of bench/RESULTS.md (bench/sections.py); never stops a
 process it did not start.
