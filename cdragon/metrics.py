@@ -37,7 +37,7 @@ def _histogram(name: str, doc: str, bounds, counts, total: float, labels=None) -
 
 def _log_bytes(path: str) -> int:
     n = 0
-    for p in wal.segments(path):
+    for p in wal.segments(path) + [os.path.join(path, wal.SPARE_NAME)]:
         try:
             n += os.stat(p).st_size
         except OSError:
@@ -104,8 +104,8 @@ class CdragonCollector:
         yield GaugeMetricFamily("cdragon_queue_receivers", "Receivers waiting on POST /queue/{acc}.",
                                 value=qc["waiters"])
         sb = GaugeMetricFamily("cdragon_storage_bytes", "Bytes used: LMDB pages in use (data) and "
-                               "write-ahead log segments on disk (log; the segment being written includes up to 1 MiB "
-                               "of zero-filled room grown ahead of its records).", labels=["part"])
+                               "write-ahead log files on disk (log: the segments, the one being written counted whole, "
+                               "with the room ahead of its records, and the spare kept for reuse).", labels=["part"])
         sb.add_metric(["data"], s["data_bytes"])
         if st is not None:
             sb.add_metric(["log"], _log_bytes(st.path))

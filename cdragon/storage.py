@@ -150,6 +150,7 @@ class Storage:
         self._replay()
         self.wal = wal.WalWriter(path, self.applied_lsn + 1)
         self.keeper.final = None     # the writer's new segment is the current one
+        self.keeper.writer = self.wal
         self._q: queue.SimpleQueue = queue.SimpleQueue()      # loop -> writer
         self._ckq: queue.SimpleQueue = queue.SimpleQueue()    # writer -> checkpointer
         self._pending: dict = {}     # logged, not yet handed to a checkpoint (writer's)

@@ -1,7 +1,8 @@
 """The write-ahead log and checkpoints (cdragon/wal.py, cdragon/storage.py): the record
 format, replay at start-up (including a torn tail and records LMDB already holds),
-checkpoints moving the data into LMDB, a clean stop leaving no log, and recovery from
-a failed log write while the server keeps serving.
+checkpoints moving the data into LMDB, a clean stop leaving no log, retired segments
+reused without their old records ever being read (also across SIGKILL), and recovery
+from a failed log write while the server keeps serving.
 """
 from __future__ import annotations
 
@@ -32,6 +33,10 @@ def log_files(data_dir) -> list[Path]:
 
 def log_bytes(data_dir) -> int:
     return sum(p.stat().st_size for p in log_files(data_dir))
+
+
+def log_records(data_dir) -> list[int]:
+    return [lsn for p in log_files(data_dir) for lsn, _seq, _body in wal.read_records(str(p))]
 
 
 # ---- the record format ------------------------------------------------------------------
@@ -120,6 +125,89 @@ def test_a_segment_grows_ahead_in_zeros_and_is_cut_back_to_its_records(tmp_path)
     assert [lsn for lsn, _, _ in wal.read_records(str(newest))] == [4]
 
 
+def _kv_record(i: int) -> bytes:
+    return wal.wal_body([(b"kv", [(b"k%d" % i, b"v" * 50)], [])])
+
+
+def test_a_retired_segment_is_reused_and_its_old_records_never_read(tmp_path):
+    d = str(tmp_path)
+    keeper = wal.Keeper(d, False, "t")
+    w = wal.WalWriter(d, 1)
+    keeper.writer = w
+    for i in (1, 2, 3):
+        w.append(i, _kv_record(i))
+    [old] = w.rotate()                          # wal-4 opens (no spare yet)
+    old_size = Path(old).stat().st_size
+    keeper.checkpointed(3)                      # LMDB holds 1..3: that segment is the spare now
+    spare = tmp_path / wal.SPARE_NAME
+    assert not Path(old).exists() and spare.stat().st_size == old_size
+    ino = spare.stat().st_ino
+    w.append(4, _kv_record(4))
+    w.rotate()                                  # the next segment, wal-5, is the spare renamed
+    assert not spare.exists()
+    cur = tmp_path / "wal-0000000000000005.log"
+    assert cur.stat().st_ino == ino and cur.stat().st_size == old_size
+    w.append(5, _kv_record(5))
+    assert cur.stat().st_size == old_size > w.size      # its old records 2 and 3 follow 5
+    data = cur.read_bytes()
+    assert [lsn for lsn, _ in wal.read_raw(data[w.size:])] == [2, 3]
+    assert [lsn for lsn, _, _ in wal.read_records(str(cur))] == [5]
+    assert [lsn for lsn, _ in wal.read_raw(data, 5)] == [5]
+    assert [lsn for lsn, _ in wal.read_raw(data)] == [5]         # 2 does not follow 5
+    keeper.checkpointed(4)
+    keeper.shipping = True
+    assert keeper.unshipped_bytes() == w.size                    # its records, not its length
+    w.close()
+    assert cur.stat().st_size == w.size                          # cut back to its records
+
+
+def test_records_of_a_reused_segment_before_its_own_are_not_read(tmp_path):
+    # a crash right after the spare became the new segment: its old records are all it
+    # holds, and none of them is the segment's first
+    w = wal.WalWriter(str(tmp_path), 1)
+    for i in (1, 2):
+        w.append(i, _kv_record(i))
+    w.close()
+    [seg] = log_files(tmp_path)
+    data = seg.read_bytes()
+    reused = seg.rename(seg.with_name("wal-0000000000000003.log"))
+    assert list(wal.read_records(str(reused))) == []
+    assert list(wal.read_raw(data, 3)) == []
+    # an intact record numbered 9 right after record 1 ends the segment as well
+    one = data[:len(data) // 2]
+    n, _crc, _lsn, seq = wal.HEADER.unpack_from(one, 0)
+    body = one[wal.HEADER.size:]
+    reused.write_bytes(one + wal.HEADER.pack(n, wal._crc(9, seq, body), 9, seq) + body)
+    reused.rename(seg)
+    assert [lsn for lsn, _, _ in wal.read_records(str(seg))] == [1]
+    assert [lsn for lsn, _ in wal.read_raw(seg.read_bytes())] == [1]
+
+
+def test_the_bigger_spare_is_kept(tmp_path):
+    keeper = wal.Keeper(str(tmp_path), False, "t")
+    w = wal.WalWriter(str(tmp_path), 1)
+    spare = tmp_path / wal.SPARE_NAME
+    spare.write_bytes(bytes(10000))             # retired earlier, while wal-1 was being written
+    w.append(1, _kv_record(1))
+    [small] = w.rotate()                        # wal-2 is the spare renamed
+    assert not spare.exists()
+    spare.write_bytes(bytes(10000))
+    keeper.checkpointed(1)                      # wal-1: one record, smaller than the spare
+    assert not Path(small).exists() and spare.stat().st_size == 10000
+    w.close()
+
+
+def test_a_segment_too_big_to_keep_is_deleted(tmp_path, monkeypatch):
+    monkeypatch.setattr(wal, "SPARE_MAX", 50)
+    keeper = wal.Keeper(str(tmp_path), False, "t")
+    w = wal.WalWriter(str(tmp_path), 1)
+    w.append(1, _kv_record(1))                 # more than 50 bytes
+    [old] = w.rotate()
+    keeper.checkpointed(1)
+    assert not Path(old).exists() and not (tmp_path / wal.SPARE_NAME).exists()
+    w.close()
+
+
 _FILL_DISK = """
 import json, sys
 from cdragon import wal
@@ -183,8 +271,10 @@ def test_replay_applies_the_log_once(tmp_path):
     w.close()
     st = Storage(str(d), 1 << 20, 1 << 30)
     assert st.applied_lsn == 3
-    # replayed into LMDB and dropped; the log goes on in a new, empty segment
-    assert [(p.name, p.stat().st_size) for p in log_files(d)] == [("wal-0000000000000004.log", 0)]
+    # replayed into LMDB and retired; the log goes on in a new segment with no records
+    # (the retired one reused: its old records are not read as this segment's)
+    assert [p.name for p in log_files(d)] == ["wal-0000000000000004.log"]
+    assert log_records(d) == []
     st.close()
     assert _lmdb_value(d, b"counter", b"a\0c") == struct.pack("<q", 2)
     assert _lmdb_value(d, b"counter", b"a\0d") is None
@@ -253,8 +343,8 @@ def test_a_checkpoint_puts_the_log_into_lmdb(server_factory):
     for i in range(20):
         c.db_ok(acc, {"KVSet": [{"Key": f"k{i}", "Value": i}], "Atomic": [{"Key": "n", "Add": 1}]})
     c.close()
-    # once the checkpoint has run, the old segments are gone and the new one is empty
-    wait_until(lambda: log_bytes(srv.data_dir) == 0, "a checkpoint to empty the log")
+    # once the checkpoint has run, the old segments are gone and the new one holds nothing
+    wait_until(lambda: log_records(srv.data_dir) == [], "a checkpoint to empty the log")
     srv.kill()
     for p in log_files(srv.data_dir):
         p.unlink()
@@ -272,6 +362,42 @@ def wait_until(cond, what: str, timeout: float = 30.0):
             return
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def _stale_tail(path: Path) -> bool:
+    """Whether the segment holds more than its records and zeros: a reused one."""
+    data = path.read_bytes()
+    end = sum(len(raw) for _lsn, raw in wal.read_raw(data, wal.first_lsn(str(path))))
+    return any(data[end:])
+
+
+def test_sigkill_while_writing_into_a_reused_segment_loses_nothing(server_factory):
+    srv = server_factory(env={"CDRAGON_CHECKPOINT_INTERVAL": 0.05})
+    acc = unique_account("reuse")
+    c = srv.client()
+    n = 0
+    for _ in range(200):             # until the segment being written is a reused one
+        for _ in range(10):
+            c.db_ok(acc, {"KVSet": [{"Key": f"k{n}", "Value": "v" * (n % 300)}]})
+            n += 1
+        if _stale_tail(log_files(srv.data_dir)[-1]):
+            break
+    assert _stale_tail(log_files(srv.data_dir)[-1])
+    for _ in range(5):               # acknowledged, in the reused segment, before the kill
+        c.db_ok(acc, {"KVSet": [{"Key": f"k{n}", "Value": "v" * (n % 300)}]})
+        n += 1
+    c.close()
+    srv.kill()
+    srv.start()
+    c = srv.client()
+    assert [c.kv(acc, f"k{i}")["Value"] for i in range(n)] == ["v" * (i % 300) for i in range(n)]
+    c.db_ok(acc, {"KVSet": [{"Key": "after", "Value": 1}]})
+    c.close()
+    srv.restart(hard=True)
+    c = srv.client()
+    assert c.kv(acc, "after")["Value"] == 1
+    assert c.kv(acc, f"k{n - 1}")["Value"] == "v" * ((n - 1) % 300)
+    c.close()
 
 
 def test_a_torn_log_tail_is_ignored(server_factory):

@@ -143,7 +143,7 @@ class Shipper:
         """(record bytes, first, last): the next contiguous run of unshipped records of
         the closed segments, up to about MAX_OBJECT bytes."""
         parts, first, last, size = [], None, None, 0
-        for path, _first, seg_last in self.keeper.closed_segments():
+        for path, seg_first, seg_last in self.keeper.closed_segments():
             if seg_last <= self.keeper.shipped:
                 continue
             try:
@@ -151,7 +151,7 @@ class Shipper:
                     data = fh.read()
             except FileNotFoundError:
                 continue
-            for lsn, raw in wal.read_raw(data):
+            for lsn, raw in wal.read_raw(data, seg_first):
                 if lsn <= self.keeper.shipped or (last is not None and lsn <= last):
                     continue
                 if last is not None and lsn != last + 1:
