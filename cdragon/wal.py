@@ -3,18 +3,20 @@
 A batch is durable once its record is in the log and the log is fdatasync'd; LMDB is
 brought up to date later by a checkpoint (cdragon.storage). The log is a series of
 segment files `wal-<first record number>.log` in the data directory; a checkpoint
-starts a new segment, and a segment is retired once LMDB holds what it logged (and, when the log is
-shipped to S3, once it is shipped too: `Keeper`). A retired segment is kept as the spare
-`wal-spare` (one at most, up to SPARE_MAX bytes; others are deleted) and the next new segment
-is that file renamed: its blocks are already written, so the records overwrite them.
+starts a new segment, and a segment is retired once LMDB holds what it logged (and,
+when the log is shipped to S3, once it is shipped too: `Keeper`). A retired segment is
+kept as the spare `wal-spare` (one at most, up to SPARE_MAX bytes; others are deleted)
+and the next new segment is that file renamed: its blocks are already written, so the
+records overwrite them.
 
 Record: a 24-byte header (body length, CRC-32, record number, batch number; little
 endian) and the body. The CRC covers the record and batch numbers and the body, so a
-record torn by a crash (or any damage) reads as the end of the log; so does a record whose number does not follow the one before it
-(or, first in a segment, the segment's name): what a reused segment held before. Body: for each
-database written, its index in `DB_NAMES`, the count of puts and of deletes, then each
-put (key length, value length, key, value) and each deleted key (length, key); the
-encoder is `_core.wal_parts`, in Cython, because it runs for every batch: it hands the
+record torn by a crash (or any damage) reads as the end of the log; so does a record
+whose number does not follow the one before it (or, first in a segment, the number in
+the segment's name): what a reused segment held before. Body: for each database
+written, its index in `DB_NAMES`, the count of puts and of deletes, then each put (key
+length, value length, key, value) and each deleted key (length, key); the encoder is
+`_core.wal_parts`, in Cython, because it runs for every batch: it hands the
 body over in parts (big values by reference), written with one writev.
 """
 from __future__ import annotations
