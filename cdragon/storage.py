@@ -394,12 +394,13 @@ class Storage:
                     err = "map_full"
                 except Exception as e:
                     err = f"{type(e).__name__}: {e}"
+                    wal.drop_spare(self.path)    # (a full disk, most likely: give LMDB its room)
                 if err is None:
                     self.applied_lsn = lsn
                     try:
                         self.keeper.checkpointed(lsn)
                     except OSError as e:   # replay skips records LMDB already holds
-                        log.warning("write-ahead log: cannot delete a segment: %s", e)
+                        log.warning("write-ahead log: cannot retire a segment: %s", e)
                 else:
                     self._retry = item   # read by the writer's next _take_pending
             try:

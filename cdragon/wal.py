@@ -7,7 +7,7 @@ starts a new segment, and a segment is retired once LMDB holds what it logged (a
 when the log is shipped to S3, once it is shipped too: `Keeper`). A retired segment is
 kept as the spare `wal-spare` (one at most, up to SPARE_MAX bytes; others are deleted)
 and the next new segment is that file renamed: its blocks are already written, so the
-records overwrite them.
+records overwrite them. A full disk gets the spare's room back (drop_spare).
 
 Record: a 24-byte header (body length, CRC-32, record number, batch number; little
 endian) and the body. The CRC covers the record and batch numbers and the body, so a
@@ -21,6 +21,7 @@ body over in parts (big values by reference), written with one writev.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -69,6 +70,15 @@ _ZEROS = bytes(PREALLOC)
 # do not follow (read_records, read_raw).
 SPARE_NAME = "wal-spare"
 SPARE_MAX = 512 << 20
+
+
+def drop_spare(directory: str) -> bool:
+    """Delete the spare segment (the disk is full); whether there was one."""
+    try:
+        os.unlink(os.path.join(directory, SPARE_NAME))
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def segment_path(directory: str, first_lsn: int) -> str:
@@ -193,13 +203,17 @@ class WalWriter:
         parts = [body] if isinstance(body, bytes) else body
         size = sum(map(len, parts))
         head = HEADER.pack(size, _crc(lsn, seq, *parts), lsn, seq)
-        try:
-            self._reserve(len(head) + size)
-            self._write_all([head, *parts])
-            os.fdatasync(self.fd)
-        except OSError:
-            self._cut_back()
-            raise
+        for last_try in (False, True):
+            try:
+                self._reserve(len(head) + size)
+                self._write_all([head, *parts])
+                os.fdatasync(self.fd)
+                break
+            except OSError as e:
+                self._cut_back()
+                # a full disk: the spare's room goes back to it, and the record is tried once more
+                if last_try or e.errno != errno.ENOSPC or not drop_spare(self.dir):
+                    raise
         self.size += len(head) + size
         self.alloc = max(self.alloc, self.size)     # (zeros only ever go past the records)
         self.lsn = lsn

@@ -209,9 +209,13 @@ def test_a_segment_too_big_to_keep_is_deleted(tmp_path, monkeypatch):
 
 
 _FILL_DISK = """
-import json, sys
+import json, os, sys
 from cdragon import wal
-w = wal.WalWriter(sys.argv[1], 1)
+d, spare = sys.argv[1], int(sys.argv[2])
+w = wal.WalWriter(d, 1)
+if spare:        # retired while the first segment was being written
+    with open(os.path.join(d, wal.SPARE_NAME), "wb") as f:
+        f.write(b"s" * spare)
 n, err = 0, None
 while n < 5000:
     try:
@@ -220,30 +224,49 @@ while n < 5000:
         err = e.errno
         break
     n += 1
-[path] = wal.segments(sys.argv[1])
-print(json.dumps({"n": n, "err": err, "read": [lsn for lsn, _, _ in wal.read_records(path)]}))
+[path] = wal.segments(d)
+print(json.dumps({"n": n, "err": err, "read": [lsn for lsn, _, _ in wal.read_records(path)],
+                  "spare": os.path.exists(os.path.join(d, wal.SPARE_NAME))}))
 """
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
-                    reason="needs root and unshare for a private tmpfs mount")
-def test_a_nearly_full_disk_still_takes_records_that_fit(tmp_path):
-    # a 1.5 MiB tmpfs (in a private mount namespace, gone with the process): the
-    # segment's second step of zeros only half fits; records still go in until one
-    # does not fit, and none is lost or overwritten by zeros
+def _fill_a_small_disk(tmp_path, spare: int) -> dict:
+    # a 1.5 MiB tmpfs (in a private mount namespace, gone with the process) filled with
+    # 4,000-byte records until one does not fit
     disk = tmp_path / "disk"
     disk.mkdir()
     p = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
                         f"mount -t tmpfs -o size=1536k tmpfs '{disk}' && exec \"$@\"", "sh",
-                        sys.executable, "-c", _FILL_DISK, str(disk)],
+                        sys.executable, "-c", _FILL_DISK, str(disk), str(spare)],
                        capture_output=True, text=True, timeout=60, cwd=REPO,
                        env=dict(os.environ, PYTHONPATH=str(REPO)))
     assert p.returncode == 0, p.stderr
-    out = json.loads(p.stdout)
+    assert not os.path.ismount(disk)
+    return json.loads(p.stdout)
+
+
+needs_unshare = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
+                                   reason="needs root and unshare for a private tmpfs mount")
+
+
+@needs_unshare
+def test_a_nearly_full_disk_still_takes_records_that_fit(tmp_path):
+    # the segment's second step of zeros only half fits; records still go in until one
+    # does not fit, and none is lost or overwritten by zeros
+    out = _fill_a_small_disk(tmp_path, 0)
     assert out["err"] == errno.ENOSPC
     assert out["n"] * 4024 > wal.PREALLOC + 256 * 1024      # well past the first step's zeros
     assert out["read"] == list(range(1, out["n"] + 1))      # every record written reads back
-    assert not os.path.ismount(disk)
+
+
+@needs_unshare
+def test_a_full_disk_gets_the_spare_segments_room_back(tmp_path):
+    # a 700 KiB spare: the record that first finds the disk full is written once the
+    # spare is deleted, and records go on into its room
+    out = _fill_a_small_disk(tmp_path, 700 * 1024)
+    assert out["err"] == errno.ENOSPC and out["spare"] is False
+    assert out["n"] * 4024 > 1536 * 1024 - 700 * 1024 + 256 * 1024     # past what fit beside it
+    assert out["read"] == list(range(1, out["n"] + 1))
 
 
 def test_zeros_never_read_as_a_record():
