@@ -49,6 +49,10 @@ INSTALL = os.environ.get("INSTALL", "1") != "0"
 NOISY_PCT = env_int("NOISY_PCT", 15)
 MAX_RETRIES = env_int("MAX_RETRIES", 20)
 RETRIES_PER_RUN = 2
+# cdragon and Redis are measured this many times per row, taking turns (cdragon, Redis,
+# cdragon, Redis, ...), and each shown as the mean: single runs drift by 10-30 % here
+ROUNDS = max(1, env_int("ROUNDS", 2))
+ROUND_SYSTEMS = ("cdragon", "redis")
 # the 10 KB rows over 1,000,000 keys store more than cdragon's default 2 GiB cap
 CDRAGON_MAX_STORAGE = 32 * GIB
 

@@ -16,7 +16,8 @@ Rows (400 connections, a random account and key drawn per request; "A×K" = A ac
   (run through bench/watch_reaction.py, against cdragon, bench/fanout_ceiling.py, Redis)
 
 Systems, each started fresh for every row in a temp dir on the real disk (not tmpfs),
-pinned to CPU 0 (taskset), the load generator pinned to CPU 1, taking turns row by row:
+pinned to CPU 0 (taskset), the load generator pinned to CPU 1, taking turns row by row
+(and cdragon and Redis ROUNDS times, alternating, shown as the mean of their runs):
 - ceiling: bench/ceiling_server.py (bare uvloop + httptools answering `{}`), sent the very
   same requests as cdragon by the same wrk script;
 - cdragon: `python -m cdragon serve`, wrk + bench/lua/suite_write.lua / suite_lock.lua;
@@ -31,7 +32,7 @@ Writes `bench/RESULTS.md` (only the part between `<!-- suite:begin -->` and
 A run limited by SCENARIOS or SYSTEMS writes those only with WRITE_RESULTS=1; its table
 is printed and kept in its run folder (bench/out/suite-*/) either way.
 
-Knobs (environment): DURATION=10 WARMUP=2 CONNECTIONS=400 SCENARIOS=<regex on row ids,
+Knobs (environment): DURATION=10 WARMUP=2 ROUNDS=2 CONNECTIONS=400 SCENARIOS=<regex on row ids,
 e.g. 'lock|add-1x1$'> SYSTEMS=<regex: ceiling|cdragon|redis|etcd> SERVER_CPU=0
 CLIENT_CPU=1 DATA_ROOT=bench/out START_TIMEOUT=60 STOP_TIMEOUT=15 WRK_TIMEOUT=2s
 WATCH=1 (0 skips the watch rows) WATCH_TIMEOUT=480 PLOT=1 INSTALL=1 (apt-get what is
@@ -62,13 +63,46 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))   # the modules beside this file
 
 from knobs import BENCH, CLIENT_CPU, DATA_ROOT, DURATION, MAX_RETRIES, NOISY_PCT, PLOT, PY, REPO, \
-    RETRIES_PER_RUN, SCENARIOS, SERVER_CPU, SYSTEMS, VENV_PY, WARMUP, WATCH, log
+    RETRIES_PER_RUN, ROUND_SYSTEMS, ROUNDS, SCENARIOS, SERVER_CPU, SYSTEMS, VENV_PY, WARMUP, WATCH, log
 from machine import fs_type, machine_meta, need_tools
 from measure import measure, run_watch, watch_usable
 from redis_lock_client import redis_lock_client
 from rows import all_rows, systems_for, unit
 from suite_report import build_section, findings, fmt_ms, fmt_rate, results_json, write_results_md
 from systems import stop_all
+
+
+# averaged over a row's rounds; the other fields are the first round's, except these
+_MEAN = ("ops_rps", "rps", "p50_us", "p90_us", "p99_us", "server_cpu_pct", "client_cpu_pct",
+         "server_core_busy_pct", "client_core_busy_pct", "steal_pct", "others_cpu_pct", "batch")
+_SUM = ("errors", "warmup_errors", "locked", "commits")
+_MAX = ("interference_pct", "vmhwm_kb", "max_us")
+
+
+def mean_of_rounds(runs: list[dict]) -> dict:
+    """One system's record of a row from its rounds: the mean rate (and latency, CPU), the
+    errors of all, and each round's figures under "rounds". A failed round fails the row."""
+    if len(runs) == 1:
+        return runs[0]
+    bad = [r for r in runs if "failed" in r]
+    if bad:
+        return bad[0]
+    out = dict(runs[0])
+    for k in _MEAN:
+        vals = [r[k] for r in runs if isinstance(r.get(k), (int, float))]
+        if len(vals) == len(runs):
+            out[k] = sum(vals) / len(vals)
+    for k in _SUM:
+        if all(isinstance(r.get(k), (int, float)) for r in runs):
+            out[k] = sum(r[k] for r in runs)
+    for k in _MAX:
+        vals = [r[k] for r in runs if isinstance(r.get(k), (int, float))]
+        if vals:
+            out[k] = max(vals)
+    out["alive"] = all(r.get("alive", True) for r in runs)
+    out["rounds"] = [{k: r.get(k) for k in ("tag", "ops_rps", "rps", "p99_us", "interference_pct", "errors")}
+                     for r in runs]
+    return out
 
 
 def run_suite() -> int:
@@ -120,6 +154,7 @@ def run_suite() -> int:
     (BENCH / "out").mkdir(parents=True, exist_ok=True)
     run_dir = Path(tempfile.mkdtemp(prefix=time.strftime("suite-%Y%m%d-%H%M%S-"), dir=BENCH / "out"))
     meta = machine_meta(run_dir, fstype)
+    meta["rounds"] = ROUNDS
     log(f"logs in {run_dir}; {len(thr)} throughput rows, {len(wrows)} watch rows; "
         f"DURATION={DURATION} WARMUP={WARMUP}; data on {fstype} ({DATA_ROOT})")
     t_start = time.monotonic()
@@ -131,7 +166,10 @@ def run_suite() -> int:
     idx = 0
     retries_left = [MAX_RETRIES]
     for row in thr:
-        for system in systems_for(row):
+        runs: dict[str, list[dict]] = {}
+        turns = [(0, s) for s in systems_for(row)]
+        turns += [(n, s) for n in range(1, ROUNDS) for s in systems_for(row) if s in ROUND_SYSTEMS]
+        for rnd, system in turns:
             if skipped.get(system):
                 continue
             idx += 1
@@ -151,7 +189,7 @@ def run_suite() -> int:
             if len(tries) > 1:
                 rec["tries"] = [{k: t.get(k) for k in ("tag", "ops_rps", "rps", "interference_pct", "errors")}
                                 for t in tries]
-            recs.append(rec)
+            runs.setdefault(system, []).append(rec)
             extra = ""
             if row.group == "lock":
                 extra = f" ({fmt_rate(rec.get('rps'))} req/s, {int(rec.get('locked', 0)):,} conflicts)"
@@ -161,7 +199,9 @@ def run_suite() -> int:
                 f"{'req/s' if system == 'ceiling' else unit(row)}{extra} "
                 f"p99 {fmt_ms(rec.get('p99_us'))} ms, errors {rec.get('errors', '?')}"
                 + (f", batch {rec['batch']:.1f}" if rec.get("batch") else "")
-                + (" FAILED" if "failed" in rec else ""))
+                + (" FAILED" if "failed" in rec else "")
+                + (f" (round {rnd + 1} of {ROUNDS})" if system in ROUND_SYSTEMS and ROUNDS > 1 else ""))
+        recs += [mean_of_rounds(runs[s]) for s in systems_for(row) if s in runs]
         with open(run_dir / "records.jsonl", "w") as fh:
             for r in recs:
                 fh.write(json.dumps(r) + "\n")

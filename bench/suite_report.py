@@ -57,7 +57,11 @@ def build_section(rows: list[Row], recs: list[dict], watch_recs: list[dict], met
         "is asked to do in `bench/SUITE.md`). Every system is started fresh for every row in a temp dir",
         f"on the real disk, pinned to CPU 0; the load generator is pinned to CPU 1; {meta['connections']} connections;",
         f"a {meta['warmup']} s warm-up, then {meta['duration']} s measured. The systems take turns row by row",
-        "(ceiling, cdragon, Redis, etcd), so a row's ratios compare runs less than a minute apart on this",
+        *(["(ceiling, cdragon, Redis, etcd), so a row's ratios compare runs a minute or two apart on this"]
+          if meta.get("rounds", 1) < 2 else
+          ["(ceiling, cdragon, Redis, etcd; then cdragon and Redis again: "
+           f"{meta['rounds']} runs each, shown as their mean,",
+           "each run's figure in the latency table), so a row's ratios compare runs minutes apart on this"]),
         "shared machine, which drifts by ±30 %: read the ratios, not the absolute figures. Accounts and",
         "keys are drawn at random per request (A×K = A accounts × K keys; Redis and etcd have no",
         "accounts: there the account is a key prefix). Higher is better everywhere but in the watch table.",
@@ -138,7 +142,9 @@ def build_section(rows: list[Row], recs: list[dict], watch_recs: list[dict], met
                 err = f"**{r['errors']:,}**" if r.get("errors") else "0"
                 rss = f"{r['vmhwm_kb'] / 1024:,.0f} MiB" if r.get("vmhwm_kb") else "?"
                 batch = f"{r['batch']:.1f}" if r.get("batch") else ("n/a" if n == "cdragon" else "—")
-                L.append(f"| {row.label} | {n} | {fmt_rate(r.get('ops_rps'))} | {fmt_rate(r.get('rps'))} "
+                runs = (" (" + ", ".join(fmt_rate(x.get("ops_rps")) for x in r["rounds"]) + ")"
+                        if r.get("rounds") else "")
+                L.append(f"| {row.label} | {n} | {fmt_rate(r.get('ops_rps'))}{runs} | {fmt_rate(r.get('rps'))} "
                          f"| {fmt_ms(r.get('p50_us'))} | {fmt_ms(r.get('p99_us'))} | {conflicts} | {err} | {rss} "
                          f"| {batch} | {r.get('server_core_busy_pct', 0):.0f} % / {r.get('client_core_busy_pct', 0):.0f} % "
                          f"| {r.get('interference_pct', 0):.0f} %{' (' + str(len(r['tries'])) + ' tries)' if r.get('tries') else ''} |")
