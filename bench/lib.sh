@@ -33,13 +33,16 @@ _bench_cleanup() {
     exit $rc
 }
 
+# free_port: a loopback port nothing listens on now (bench/ports.py, the one port picker)
+free_port() { python3 "$(dirname "${BASH_SOURCE[0]}")/ports.py"; }
+
 # start_checkout REPO DIR: `python -m cdragon serve` from checkout REPO (its own build) on
 # $SERVER_CPU (0) and a free loopback port, data in DIR/data, log in DIR/server.log; sets
 # SERVER_PID and SERVER_PORT and returns once /health answers (or after 10 s).
 start_checkout() {
     local repo=$1 dir=$2 lib_dir
     lib_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-    SERVER_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    SERVER_PORT=$(free_port)
     (cd "$repo" && exec taskset -c "${SERVER_CPU:-0}" "$lib_dir/../.venv/bin/python" -m cdragon serve \
         --listen "127.0.0.1:$SERVER_PORT" --data-dir "$dir/data" >"$dir/server.log" 2>&1) &
     SERVER_PID=$!

@@ -1,5 +1,5 @@
 """The one free-port picker of the benchmark scripts (bench/suite.py's modules,
-bench/locks_rss.py, bench/watch.sh through `python bench/ports.py`).
+bench/locks_rss.py, and the shell scripts through bench/lib.sh's `free_port`).
 
 Never holds the port: the caller's server binds it right after.
 """

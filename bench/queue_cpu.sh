@@ -14,7 +14,6 @@ MODE=${1:-push}; CONNS=${2:-400}; SECS=${SECS:-5}; STOP_TIMEOUT=15
 source "$here/lib.sh"
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/queue-cpu-XXXXXX")
 cc -O2 -o "$tmp/qload" "$here/qload.c"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 measure() {   # name proto pid port -> one line
     local name=$1 proto=$2 pid=$3 port=$4 u0 s0 u1 s1 t0 t1 out

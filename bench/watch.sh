@@ -81,9 +81,7 @@ case $fstype in tmpfs|ramfs) die "$DATA_ROOT is on $fstype, not a real disk: set
 PIDS=()
 DATA_DIRS=()
 
-free_port() { "$PY" "$BENCH/ports.py"; }   # bench/ports.py: the one port picker of bench/
-
-source "$BENCH/lib.sh"   # stop_pid
+source "$BENCH/lib.sh"   # stop_pid, free_port
 
 stop_all() {
     local pid

@@ -286,6 +286,9 @@ class WalWriter:
             self.fd = -1
 
 
+_OPEN = 1 << 62       # the "last record" of the segment being written (Keeper._current)
+
+
 class Keeper:
     """Decides when a closed segment may be deleted: once LMDB holds its records (a
     checkpoint, start-up replay or close) and, when the log is shipped, once the shipper
@@ -366,7 +369,7 @@ class Keeper:
         n = 0
         for p, _first, last in self.closed_segments() + ([] if self.final is not None else self._current()):
             if not self.shipping or last > self.shipped:
-                if last == 1 << 62 and self.writer is not None:
+                if last == _OPEN and self.writer is not None:
                     n += self.writer.size     # its records (a reused segment is longer)
                     continue
                 try:
@@ -377,7 +380,7 @@ class Keeper:
 
     def _current(self) -> list:
         segs = segments(self.dir)
-        return [(segs[-1], first_lsn(segs[-1]), 1 << 62)] if segs else []
+        return [(segs[-1], first_lsn(segs[-1]), _OPEN)] if segs else []
 
     def _prune(self) -> None:
         gone = False
