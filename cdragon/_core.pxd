@@ -3,7 +3,7 @@
 # table's interface is a short read. Exceptions are explicit: `except -1` where a
 # function can raise, `noexcept` where it cannot.
 cimport cython
-from libc.stdint cimport int64_t, uint64_t
+from libc.stdint cimport int64_t, uint64_t, uint32_t
 
 cdef class Server
 cdef class Store

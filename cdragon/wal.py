@@ -27,9 +27,10 @@ import os
 import re
 import struct
 import threading
-import zlib
 
-from cdragon._core import wal_body, wal_parts
+# record_crc: zlib's CRC-32 of the record's numbers (<QQ) then its body parts, folded
+# with PCLMULQDQ where the CPU has it (core/crcfold.h)
+from cdragon._core import record_crc, wal_body, wal_parts
 
 __all__ = ["wal_body", "wal_parts", "WalWriter", "Keeper", "segments", "read_records", "read_raw", "decode_body",
            "DB_NAMES"]
@@ -39,19 +40,10 @@ DB_NAMES = (b"kv", b"counter", b"seq", b"lock", b"idem", b"idemexp", b"meta", b"
             b"ratelimit")
 
 HEADER = struct.Struct("<IIQQ")      # body length, crc32, record number, batch number
-_NUMBERS = struct.Struct("<QQ")
 _GROUP = struct.Struct("<BII")       # database index, puts, deletes
 _PUT = struct.Struct("<HI")          # key length, value length
 _DEL = struct.Struct("<H")
 _SEGMENT = re.compile(r"^wal-(\d{16})\.log$")
-
-
-def _crc(lsn: int, seq: int, *parts) -> int:
-    """The record's CRC: its numbers, then its body (in one or several parts)."""
-    crc = zlib.crc32(_NUMBERS.pack(lsn, seq))
-    for part in parts:
-        crc = zlib.crc32(part, crc)
-    return crc
 
 
 _IOV_MAX = 1024          # buffers per writev (Linux's IOV_MAX)
@@ -114,7 +106,7 @@ def _records(data: bytes, first: int | None):
         n, crc, lsn, seq = HEADER.unpack_from(data, pos)
         stop = pos + HEADER.size + n
         if stop > end or (want is not None and lsn != want) \
-                or _crc(lsn, seq, view[pos + HEADER.size:stop]) != crc:
+                or record_crc(lsn, seq, (view[pos + HEADER.size:stop],)) != crc:
             return
         yield lsn, seq, pos, stop
         pos, want = stop, lsn + 1
@@ -202,7 +194,7 @@ class WalWriter:
         lsn = self.lsn + 1
         parts = [body] if isinstance(body, bytes) else body
         size = sum(map(len, parts))
-        head = HEADER.pack(size, _crc(lsn, seq, *parts), lsn, seq)
+        head = HEADER.pack(size, record_crc(lsn, seq, parts), lsn, seq)
         for last_try in (False, True):
             try:
                 self._reserve(len(head) + size)

@@ -120,3 +120,38 @@ def test_fixed_errors_are_api_errors():
 def test_error_body_survives_a_lone_surrogate():
     body = _core._error_body("bad_request", "unknown field \ud800x")
     assert json.loads(body) == {"Code": "bad_request", "Message": "unknown field ?x"}
+
+
+# ---- walbody: the log record's CRC (crcfold.h) -----------------------------------------
+def test_crc32_is_zlibs_for_every_length_alignment_and_start():
+    """The folded CRC-32 gives zlib's value: every length up to 300 (below 64 bytes the
+    byte table alone; above, the 64-byte fold, the 16-byte steps and the table's tail),
+    long inputs at every offset in a 64-byte window, any running CRC, any buffer."""
+    import random
+    import zlib
+    rnd = random.Random(7)
+    data = rnd.randbytes(70_000)
+    cases = [(n, n % 64) for n in range(301)] + [(rnd.randrange(301, 65_000), rnd.randrange(64)) for _ in range(400)]
+    for n, off in cases:
+        chunk = data[off:off + n]
+        for start in (0, 0xFFFFFFFF, rnd.getrandbits(32)):
+            assert _core.crc32(chunk, start) == zlib.crc32(chunk, start), (n, off, start)
+        assert _core.crc32(memoryview(data)[off:off + n]) == zlib.crc32(chunk), (n, off)
+        assert _core.crc32(bytearray(chunk)) == zlib.crc32(chunk), (n, off)
+
+
+def test_record_crc_chains_the_numbers_and_every_part():
+    import struct
+    import zlib
+    parts = [b"head", b"x" * 10_000, memoryview(b"y" * 77), b""]
+    want = zlib.crc32(b"".join(bytes(p) for p in parts), zlib.crc32(struct.pack("<QQ", 2**40 + 3, 9)))
+    assert _core.record_crc(2**40 + 3, 9, parts) == want
+    assert _core.record_crc(2**40 + 3, 9, [b"".join(bytes(p) for p in parts)]) == want
+    assert _core.record_crc(2**40 + 4, 9, parts) != want
+
+
+def test_crc32_refuses_what_is_not_a_buffer():
+    with pytest.raises(TypeError):
+        _core.crc32("text")
+    with pytest.raises(TypeError):
+        _core.record_crc(1, 1, [b"ok", 5])

@@ -177,7 +177,7 @@ def test_records_of_a_reused_segment_before_its_own_are_not_read(tmp_path):
     one = data[:len(data) // 2]
     n, _crc, _lsn, seq = wal.HEADER.unpack_from(one, 0)
     body = one[wal.HEADER.size:]
-    reused.write_bytes(one + wal.HEADER.pack(n, wal._crc(9, seq, body), 9, seq) + body)
+    reused.write_bytes(one + wal.HEADER.pack(n, wal.record_crc(9, seq, [body]), 9, seq) + body)
     reused.rename(seg)
     assert [lsn for lsn, _, _ in wal.read_records(str(seg))] == [1]
     assert [lsn for lsn, _ in wal.read_raw(seg.read_bytes())] == [1]
@@ -272,7 +272,7 @@ def test_a_full_disk_gets_the_spare_segments_room_back(tmp_path):
 def test_zeros_never_read_as_a_record():
     assert list(wal.read_raw(bytes(wal.PREALLOC))) == []
     n, crc, lsn, seq = wal.HEADER.unpack(bytes(wal.HEADER.size))
-    assert wal._crc(lsn, seq, b"") != crc
+    assert wal.record_crc(lsn, seq, [b""]) != crc
 
 
 def _lmdb_value(data_dir, db: bytes, key: bytes):

@@ -105,3 +105,41 @@ def wal_body(list ops):
     """The record body as one bytes object (tests, tools)."""
     return b"".join(wal_parts(ops))
 
+
+
+# ---- the record's CRC (zlib's CRC-32, folded with PCLMULQDQ: crcfold.h) --------------
+cdef extern from "core/crcfold.h":
+    uint32_t cd_crc32(uint32_t crc, const unsigned char* p, size_t n) nogil
+
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
+
+
+cdef uint32_t _crc_of(object data, uint32_t crc) except? 0xFFFFFFFF:
+    cdef Py_buffer view
+    if type(data) is bytes:
+        return cd_crc32(crc, <const unsigned char*>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+    PyObject_GetBuffer(data, &view, PyBUF_SIMPLE)
+    try:
+        return cd_crc32(crc, <const unsigned char*>view.buf, view.len)
+    finally:
+        PyBuffer_Release(&view)
+
+
+def crc32(data, uint32_t crc=0):
+    """zlib.crc32(data, crc), the same value, faster on long inputs."""
+    return _crc_of(data, crc)
+
+
+def record_crc(uint64_t lsn, uint64_t seq, parts):
+    """A log record's CRC: its record and batch numbers (8 bytes each, little-endian),
+    then its body, given as a sequence of bytes-like parts."""
+    cdef unsigned char numbers[16]
+    cdef int i
+    cdef uint32_t crc
+    for i in range(8):
+        numbers[i] = <unsigned char>((lsn >> (8 * i)) & 0xff)
+        numbers[8 + i] = <unsigned char>((seq >> (8 * i)) & 0xff)
+    crc = cd_crc32(0, numbers, 16)
+    for part in parts:
+        crc = _crc_of(part, crc)
+    return crc
