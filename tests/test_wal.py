@@ -89,6 +89,11 @@ def test_checkpoint_puts_are_sorted_in_lmdb_order():
     d = {bytes(rnd.randrange(256) for _ in range(rnd.randrange(0, 6))): i for i in range(3000)}
     d.update({b"ab": 1, b"a": 2, b"abc": 3, b"": 4, b"\xff": 5})
     assert sorted_items(d) == sorted(d.items())
+    # keys around the 8 bytes compared first: shared 8-byte heads, zero bytes against a
+    # shorter key's padding, and lengths on both sides of 8
+    d = {bytes(rnd.choice(b"\0\1\xff") for _ in range(rnd.randrange(0, 20))): i for i in range(5000)}
+    d.update({b"a" * 8: 1, b"a" * 8 + b"\0": 2, b"a" * 7: 3, b"a" * 7 + b"\0": 4, b"a" * 9: 5})
+    assert sorted_items(d) == sorted(d.items())
     assert sorted_items({}) == [] and sorted_items({b"k": 1}) == [(b"k", 1)]
 
 
