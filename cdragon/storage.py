@@ -38,7 +38,7 @@ import time
 import lmdb
 
 from cdragon import wal
-from cdragon._core import sorted_items
+from cdragon._core import lmdb_pairs, sorted_items
 
 log = logging.getLogger("cdragon")
 
@@ -426,7 +426,7 @@ class Storage:
                 # the event loop: between chunks the loop gets its turn.
                 puts = sorted_items(pd)
                 for i in range(0, len(puts), _APPLY_CHUNK):
-                    cur.putmulti(puts[i:i + _APPLY_CHUNK])
+                    cur.putmulti(lmdb_pairs(puts, i, i + _APPLY_CHUNK))
                     time.sleep(0)
             now = time.time()
             if now >= self.next_sweep:

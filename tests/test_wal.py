@@ -20,7 +20,7 @@ import lmdb
 import pytest
 
 from cdragon import wal
-from cdragon._core import sorted_items
+from cdragon._core import lmdb_pairs, sorted_items
 from cdragon.storage import Storage
 from helpers import REPO, assert_error, unique_account
 
@@ -509,7 +509,10 @@ def test_big_values_reach_the_log_by_reference():
     assert wal.decode_body(b"".join(parts)) == joined
     assert wal.wal_body(ops) == b"".join(parts)
     # and a checkpoint stores the joined value
-    assert sorted_items({b"a\0big": (b"h", b"v"), b"a\0k": b"x"}) == [(b"a\0big", b"hv"), (b"a\0k", b"x")]
+    pairs = sorted_items({b"a\0k": b"x", b"a\0big": (b"h", b"v"), b"b": (b"", b"w")})
+    assert pairs == [(b"a\0big", (b"h", b"v")), (b"a\0k", b"x"), (b"b", (b"", b"w"))]
+    assert lmdb_pairs(pairs, 0, 3) == [(b"a\0big", b"hv"), (b"a\0k", b"x"), (b"b", b"w")]
+    assert lmdb_pairs(pairs, 1, 99) == [(b"a\0k", b"x"), (b"b", b"w")] and lmdb_pairs(pairs, 3, 5) == []
 
 
 def test_big_values_survive_sigkill_from_the_log_and_from_a_checkpoint(server_factory):
