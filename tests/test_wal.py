@@ -559,3 +559,31 @@ def test_a_record_of_more_parts_than_one_writev_takes_reads_back_whole(tmp_path)
     assert [(lsn, seq) for lsn, seq, _ in recs] == [(1, 5), (2, 6)]
     assert bytes(recs[0][2]) == b"".join(parts)
     assert wal.decode_body(recs[0][2])[0][1][699] == (b"a\0k699", b"00000699" + b'"' + b"x" * 3000 + b'"')
+
+
+def test_a_checkpoint_starts_once_256_mib_wait_before_the_interval(server_factory):
+    # big values fill memory fast: besides every checkpoint_interval (an hour here) and
+    # 100,000 records, a checkpoint starts once the waiting records hold 256 MiB
+    # (CHECKPOINT_DATA). The storage cap is set high so that its own trigger (the map
+    # filling up) stays out of it.
+    srv = server_factory(env={**NO_CHECKPOINT, "CDRAGON_MAX_STORAGE_BYTES": 32 << 30})
+    acc = unique_account("ckbytes")
+    c = srv.client()
+    value = "v" * (500 * 1024)
+    mib = 1 << 20
+
+    def write(n: int, start: int):
+        for i in range(start, start + n):
+            c.db_ok(acc, {"KVSet": [{"Key": f"k{i}", "Value": value}]})
+
+    write(400, 0)                         # ~195 MiB: below the bound
+    time.sleep(0.5)
+    assert log_bytes(srv.data_dir) >= 195 * mib and log_records(srv.data_dir)[0] == 1
+    write(200, 400)                       # ~293 MiB: past it
+    wait_until(lambda: log_bytes(srv.data_dir) < 100 * mib, "a checkpoint to retire the log")
+    c.close()
+    srv.restart(hard=True)                # what the checkpoint wrote reads back
+    c = srv.client()
+    for i in (0, 399, 599):
+        assert c.kv(acc, f"k{i}") == {"Key": f"k{i}", "Value": value, "Version": i + 1}
+    c.close()

@@ -12,6 +12,8 @@ cdef enum:
     LMDB_NODE_MAX = 2038          # larger nodes go to overflow pages (4 KB pages)
     PAGE_COPY_BYTES = 12288       # pages a checkpoint may copy per record written (3)
     CHECKPOINT_RECORDS = 100000   # checkpoint once this many records wait for LMDB
+    CHECKPOINT_DATA = 268435456   # ... or once they hold this many bytes (256 MiB): bounds
+                                  # the values the overlay and a checkpoint's pages hold
     WAL_BY_REF = 2048             # a value this long reaches the log by reference (walbody)
     PURGE_PER_COMMIT = 2000       # overlay keys dropped after each commit (once in LMDB)
     PURGE_PER_SWEEP = 50000       # ... and at each deadline sweep (every 250 ms)

@@ -192,6 +192,7 @@ cdef class Server:
             return 0
         if not (self.shutting_down or self.ckpt_waiters
                 or st.unapplied_keys >= CHECKPOINT_RECORDS
+                or st.unapplied_data >= CHECKPOINT_DATA
                 or now - st.unapplied_since >= self.lim.checkpoint_interval
                 or st.pending_bytes() * 4 >= st.max_bytes - st.used_bytes):
             return 0
