@@ -17,7 +17,8 @@
 #include <stdint.h>
 
 static uint32_t cd_crc_table[256];
-static int cd_crc_fold_ok = -1;      /* -1: not checked yet; 0 / 1: the CPU can fold */
+static int cd_crc_fold_ok = -1;      /* -1: not checked yet; 0 / 1: the CPU can fold
+                                      * (cd_crc_init runs at import; cd_crc32 checks too) */
 
 static void cd_crc_init(void)
 {
