@@ -40,11 +40,12 @@ free_port() { python3 "$(dirname "${BASH_SOURCE[0]}")/ports.py"; }
 # $SERVER_CPU (0) and a free loopback port, data in DIR/data, log in DIR/server.log; sets
 # SERVER_PID and SERVER_PORT and returns once /health answers (or after 10 s).
 start_checkout() {
-    local repo=$1 dir=$2 lib_dir
+    local repo=$1 dir=$2 lib_dir cap
     lib_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
     SERVER_PORT=$(free_port)
     # the suite's storage cap (bench/knobs.py): the 10 KB rows outgrow the 2 GiB default
-    (cd "$repo" && CDRAGON_MAX_STORAGE_BYTES=$((32 << 30)) exec taskset -c "${SERVER_CPU:-0}" "$lib_dir/../.venv/bin/python" -m cdragon serve \
+    cap=$(cd "$lib_dir" && python3 -c 'from knobs import CDRAGON_MAX_STORAGE; print(CDRAGON_MAX_STORAGE)')
+    (cd "$repo" && CDRAGON_MAX_STORAGE_BYTES=$cap exec taskset -c "${SERVER_CPU:-0}" "$lib_dir/../.venv/bin/python" -m cdragon serve \
         --listen "127.0.0.1:$SERVER_PORT" --data-dir "$dir/data" >"$dir/server.log" 2>&1) &
     SERVER_PID=$!
     for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$SERVER_PORT/health" && break; sleep 0.1; done

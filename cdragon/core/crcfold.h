@@ -17,9 +17,10 @@
 #include <stdint.h>
 
 static uint32_t cd_crc_table[256];
-static int cd_crc_fold_ok = -1;      /* -1: not checked yet; 0 / 1: the CPU can fold
-                                      * (cd_crc_init runs at import; cd_crc32 checks too) */
+static int cd_crc_fold_ok = 0;       /* 1: the CPU can fold */
 
+/* fills the table and checks the CPU: call once before any cd_crc32 (walbody.pyx does,
+ * at import) */
 static void cd_crc_init(void)
 {
     for (uint32_t i = 0; i < 256; i++) {
@@ -106,8 +107,6 @@ static uint32_t cd_crc_fold(uint32_t c, const unsigned char *p, size_t n)
 static uint32_t cd_crc32(uint32_t crc, const unsigned char *p, size_t n)
 {
     uint32_t c = ~crc;
-    if (cd_crc_fold_ok < 0)
-        cd_crc_init();
 #if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
     if (n >= 64 && cd_crc_fold_ok) {
         size_t body = n & ~(size_t)15;

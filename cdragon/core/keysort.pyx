@@ -6,10 +6,9 @@
 
 from libc.stdlib cimport malloc, free, qsort
 from libc.stdint cimport uint64_t
-from cpython.ref cimport PyObject
+from cpython.ref cimport PyObject, Py_INCREF
 from cpython.dict cimport PyDict_Next
 from cpython.list cimport PyList_New, PyList_SET_ITEM
-from cpython.ref cimport Py_INCREF
 
 
 cdef extern from "Python.h":
@@ -63,7 +62,7 @@ def sorted_items(dict d):
         raise MemoryError()
     try:
         while PyDict_Next(d, &pos, &k, &v):
-            arr[i].head = _head(<const unsigned char*>PyBytes_AS_STRING(<bytes>k), PyBytes_GET_SIZE(<bytes>k))
+            arr[i].head = _head(<const unsigned char*>_key_bytes(k), _key_len(k))
             arr[i].k = k
             arr[i].v = v
             i += 1

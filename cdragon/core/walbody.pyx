@@ -106,15 +106,14 @@ def wal_body(list ops):
     return b"".join(wal_parts(ops))
 
 
-
 # ---- the record's CRC (zlib's CRC-32, folded with PCLMULQDQ: crcfold.h) --------------
 cdef extern from "core/crcfold.h":
     void cd_crc_init()
     uint32_t cd_crc32(uint32_t crc, const unsigned char* p, size_t n) nogil
 
-cd_crc_init()       # the table and the CPU check, once, at import (before any thread)
-
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
+
+cd_crc_init()       # the table and the CPU check, once, at import (before any thread)
 
 
 cdef uint32_t _crc_of(object data, uint32_t crc) except? 0xFFFFFFFF:
