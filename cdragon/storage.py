@@ -38,7 +38,7 @@ import time
 import lmdb
 
 from cdragon import wal
-from cdragon._core import lmdb_pairs, sorted_items
+from cdragon._core import SortedPuts
 
 log = logging.getLogger("cdragon")
 
@@ -48,6 +48,7 @@ _EXP = struct.Struct(">d")
 _I64 = struct.Struct("<q")
 _APPLIED = b"wal_applied"     # meta key: the last log record LMDB holds
 _APPLY_CHUNK = 2000           # puts per GIL hold in a checkpoint
+_COLLECT_CHUNK = 20000        # keys a checkpoint gathers for its sort per GIL hold
 _CHECKPOINT = object()        # writer-queue command: hand what is logged to a checkpoint
 _CLOCK = b"clock"             # meta key: wall-clock time of the batch (8-byte double, little endian)
 _TIMELINE = b"timeline"       # meta key: this data directory's timeline id (8 hex digits)
@@ -421,12 +422,15 @@ class Storage:
                     if i % _APPLY_CHUNK == _APPLY_CHUNK - 1:
                         time.sleep(0)      # the loop's turn, as between put chunks below
                 # In key order (LMDB then finds each key next to the last: about half
-                # the time), sorted in C without the GIL; in chunks, because a single
-                # putmulti of 100,000 items holds the GIL for tens of ms, which stalls
-                # the event loop: between chunks the loop gets its turn.
-                puts = sorted_items(pd)
-                for i in range(0, len(puts), _APPLY_CHUNK):
-                    cur.putmulti(lmdb_pairs(puts, i, i + _APPLY_CHUNK))
+                # the time), sorted in C without the GIL; collected and put in chunks,
+                # because a single putmulti of 100,000 items holds the GIL for tens of
+                # ms, which stalls the event loop: between chunks the loop gets its turn.
+                puts = SortedPuts(pd)
+                while puts.collect(_COLLECT_CHUNK):
+                    time.sleep(0)
+                puts.sort()
+                while chunk := puts.take(_APPLY_CHUNK):
+                    cur.putmulti(chunk)
                     time.sleep(0)
             now = time.time()
             if now >= self.next_sweep:

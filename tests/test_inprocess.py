@@ -454,3 +454,30 @@ def test_an_idle_close_that_never_completes_is_aborted(inproc):
     h.run_until(lambda: c.tr.closed, "the idle close")
     assert not c.tr.aborted
     h.run_until(lambda: c.tr.aborted, "abort after the close grace")
+
+
+def test_checkpointed_entries_leave_the_overlay_a_slice_per_loop_pass(inproc):
+    # 40 batches of 100 keys, checkpointed with no commit after it: the sweep starts
+    # the purge, which drops about one slice (2,000 keys, whole batches) per loop pass
+    # and then lets the loop serve its connections, instead of dropping every key at once
+    h = inproc(checkpoint_interval=3600)
+    acc = unique_account("slices")
+    c = h.client()
+    for i in range(40):
+        c.send(post(f"/db/{acc}", {"KVSet": [{"Key": f"k{i}-{j}", "Value": j} for j in range(100)]}))
+        assert c.wait_answers(i + 1)[i][0] == 200      # each request its own batch
+    s = h.server
+    done = []
+    s.when_checkpointed(done.append)
+    h.run_until(lambda: done, "the checkpoint")
+    before = s.counts()["overlay_entries"]
+    assert before >= 4000 and s.counts()["unapplied_batches"] == 40
+    s._sweep()
+    left = s.counts()["overlay_entries"]
+    assert 0 < before - left <= 2100 and left >= 1800     # one slice, whole batches
+    h.run_until(lambda: s.counts()["overlay_entries"] == 0, "the rest of the purge")
+    assert s.counts()["unapplied_batches"] == 0
+    # the keys now read from LMDB alone
+    c.send(post(f"/db/{acc}", {"KVGet": [f"k{i}-99" for i in range(40)]}))
+    status, _h, body = c.wait_answers(41)[40]
+    assert status == 200 and [kv["Value"] for kv in json.loads(body)["KV"]] == [99] * 40

@@ -20,7 +20,7 @@ import lmdb
 import pytest
 
 from cdragon import wal
-from cdragon._core import lmdb_pairs, sorted_items
+from cdragon._core import SortedPuts
 from cdragon.storage import Storage
 from helpers import REPO, assert_error, unique_account
 
@@ -83,18 +83,60 @@ def test_records_read_back_and_stop_at_damage(tmp_path):
     assert [lsn for lsn, _, _ in wal.read_records(str(path))] == [1]
 
 
+def sorted_puts(d, collect=7, chunk=3):
+    """Every pair of d the way a checkpoint takes them: collected `collect` at a time,
+    sorted, handed out `chunk` at a time."""
+    sp = SortedPuts(d)
+    while sp.collect(collect):
+        pass
+    sp.sort()
+    out = []
+    while part := sp.take(chunk):
+        assert len(part) <= chunk
+        out += part
+    assert len(sp) == len(d) and sp.take(5) == []
+    return out
+
+
 def test_checkpoint_puts_are_sorted_in_lmdb_order():
     import random
     rnd = random.Random(7)
-    d = {bytes(rnd.randrange(256) for _ in range(rnd.randrange(0, 6))): i for i in range(3000)}
-    d.update({b"ab": 1, b"a": 2, b"abc": 3, b"": 4, b"\xff": 5})
-    assert sorted_items(d) == sorted(d.items())
+    d = {bytes(rnd.randrange(256) for _ in range(rnd.randrange(0, 6))): str(i).encode() for i in range(3000)}
+    d.update({b"ab": b"1", b"a": b"2", b"abc": b"3", b"": b"4", b"\xff": b"5"})
+    assert sorted_puts(d) == sorted(d.items())
+    assert sorted_puts(d, collect=10**6, chunk=10**6) == sorted(d.items())
     # keys around the 8 bytes compared first: shared 8-byte heads, zero bytes against a
     # shorter key's padding, and lengths on both sides of 8
-    d = {bytes(rnd.choice(b"\0\1\xff") for _ in range(rnd.randrange(0, 20))): i for i in range(5000)}
-    d.update({b"a" * 8: 1, b"a" * 8 + b"\0": 2, b"a" * 7: 3, b"a" * 7 + b"\0": 4, b"a" * 9: 5})
-    assert sorted_items(d) == sorted(d.items())
-    assert sorted_items({}) == [] and sorted_items({b"k": 1}) == [(b"k", 1)]
+    d = {bytes(rnd.choice(b"\0\1\xff") for _ in range(rnd.randrange(0, 20))): str(i).encode() for i in range(5000)}
+    d.update({b"a" * 8: b"1", b"a" * 8 + b"\0": b"2", b"a" * 7: b"3", b"a" * 7 + b"\0": b"4", b"a" * 9: b"5"})
+    assert sorted_puts(d, collect=1, chunk=1) == sorted(d.items())
+    assert sorted_puts({}) == [] and sorted_puts({b"k": b"v"}) == [(b"k", b"v")]
+
+
+def test_sorted_puts_keep_every_reference_straight():
+    # the array holds a reference to each key and value until its chunk takes it over:
+    # whether every pair was taken, some, or none, nothing leaks and nothing is freed early
+    import sys
+    keys = [b"key-%d-" % i + bytes(20) for i in range(50)]
+    vals = [b"value-%d-" % i + bytes(40) for i in range(50)]
+    d = dict(zip(keys, vals))
+    before = [(sys.getrefcount(k), sys.getrefcount(v)) for k, v in zip(keys, vals)]
+    for taken in (0, 10, 50):
+        sp = SortedPuts(d)
+        while sp.collect(8):
+            pass
+        sp.sort()
+        got = sp.take(taken)
+        assert got == sorted(d.items())[:taken]
+        del got, sp
+        assert [(sys.getrefcount(k), sys.getrefcount(v)) for k, v in zip(keys, vals)] == before
+    sp = SortedPuts(d)             # collected only in part, never sorted
+    sp.collect(20)
+    with pytest.raises(ValueError):
+        sp.take(1)
+    del sp
+    assert [(sys.getrefcount(k), sys.getrefcount(v)) for k, v in zip(keys, vals)] == before
+    assert d == dict(zip(keys, vals))
 
 
 def test_rotate_starts_a_new_segment(tmp_path):
@@ -509,10 +551,8 @@ def test_big_values_reach_the_log_by_reference():
     assert wal.decode_body(b"".join(parts)) == joined
     assert wal.wal_body(ops) == b"".join(parts)
     # and a checkpoint stores the joined value
-    pairs = sorted_items({b"a\0k": b"x", b"a\0big": (b"h", b"v"), b"b": (b"", b"w")})
-    assert pairs == [(b"a\0big", (b"h", b"v")), (b"a\0k", b"x"), (b"b", (b"", b"w"))]
-    assert lmdb_pairs(pairs, 0, 3) == [(b"a\0big", b"hv"), (b"a\0k", b"x"), (b"b", b"w")]
-    assert lmdb_pairs(pairs, 1, 99) == [(b"a\0k", b"x"), (b"b", b"w")] and lmdb_pairs(pairs, 3, 5) == []
+    assert sorted_puts({b"a\0k": b"x", b"a\0big": (b"h", b"v"), b"b": (b"", b"w")}, chunk=2) == [
+        (b"a\0big", b"hv"), (b"a\0k", b"x"), (b"b", b"w")]
 
 
 def test_big_values_survive_sigkill_from_the_log_and_from_a_checkpoint(server_factory):

@@ -7,6 +7,7 @@ cdef class Server:
     cdef readonly Store store
     cdef set conns
     cdef bint writer_busy, kick_scheduled, ckpt_busy
+    cdef bint purge_scheduled           # a _purge_pass is queued on the loop
     cdef double ckpt_retry_at
     cdef public bint shutting_down
     cdef public object storage_error
