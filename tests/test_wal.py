@@ -137,6 +137,16 @@ def test_sorted_puts_keep_every_reference_straight():
     del sp
     assert [(sys.getrefcount(k), sys.getrefcount(v)) for k, v in zip(keys, vals)] == before
     assert d == dict(zip(keys, vals))
+    # a dict that changes under the walk is refused (the array has room for its old size)
+    grown = dict(d)
+    sp = SortedPuts(grown)
+    sp.collect(10)
+    grown[b"late"] = b"x"
+    with pytest.raises(RuntimeError):
+        sp.collect(100)
+    sp.sort()
+    sp.sort()                      # sorting twice changes nothing
+    assert sp.take(100) == sorted(list(d.items())[:10]) and sp.take(1) == []
 
 
 def test_rotate_starts_a_new_segment(tmp_path):

@@ -59,6 +59,7 @@ cdef class SortedPuts:
     (Made all at once, 100,000 pairs took 10-15 ms to build and as long to free, each
     a stall of the event loop waiting for the GIL.)"""
     cdef _Item* arr
+    cdef Py_ssize_t cap         # the array's room: the dict's size when made
     cdef Py_ssize_t n           # items collected
     cdef Py_ssize_t given       # items handed out in chunks (their references went along)
     cdef Py_ssize_t pos         # the dict walk's position (PyDict_Next)
@@ -67,7 +68,8 @@ cdef class SortedPuts:
 
     def __cinit__(self, dict d):
         self.d = d
-        self.arr = <_Item*>malloc((len(d) if d else 1) * sizeof(_Item))
+        self.cap = len(d)
+        self.arr = <_Item*>malloc((self.cap if self.cap else 1) * sizeof(_Item))
         if self.arr == NULL:
             raise MemoryError()
 
@@ -87,9 +89,11 @@ cdef class SortedPuts:
         dict must not change until the last call (it belongs to the checkpoint)."""
         cdef PyObject* k
         cdef PyObject* v
-        cdef Py_ssize_t size = len(self.d)
+        cdef Py_ssize_t size = self.cap
         if self.sorted:
             raise ValueError("already sorted")
+        if len(self.d) != size:
+            raise RuntimeError("the dict changed while its items were collected")
         while count > 0 and self.n < size and PyDict_Next(self.d, &self.pos, &k, &v):
             self.arr[self.n].head = _head(<const unsigned char*>_key_bytes(k), _key_len(k))
             self.arr[self.n].k = k
@@ -102,6 +106,8 @@ cdef class SortedPuts:
 
     def sort(self):
         """Sort what was collected (without the GIL: the array owns its references)."""
+        if self.sorted:
+            return
         with nogil:
             qsort(self.arr, self.n, sizeof(_Item), _cmp_items)
         self.sorted = True
