@@ -15,8 +15,8 @@ cdef enum:
     CHECKPOINT_DATA = 268435456   # ... or once they hold this many bytes (256 MiB): bounds
                                   # the values the overlay and a checkpoint's pages hold
     WAL_BY_REF = 2048             # a value this long reaches the log by reference (walbody)
-    PURGE_SLICE = 2000            # overlay keys dropped after each commit (once in LMDB),
-                                  # and per loop pass while more wait (Server._purge_pass)
+    PURGE_SLICE = 2000            # checkpointed overlay keys dropped per loop pass
+                                  # (Server._purge_pass)
     SWEEP_INTERVAL_MS = 250       # connection deadline sweep period
     STORAGE_HEADROOM = 1048576    # bytes kept free below max_storage_bytes for deletes
     SCRATCH_KEEP_BYTES = 1048576  # the answer buffer keeps at most this between answers

@@ -46,6 +46,7 @@ cdef class Server:
     # inside
     cdef int _maybe_checkpoint(self) except -1
     cdef int _checkpoint(self) except -1
+    cdef int _purge_soon(self) except -1
     cdef int _wake_ckpt_waiters(self) except -1
     cdef bint _grow(self, int64_t want, bint past_max) except -1
     cdef int _settle(self) except -1

@@ -167,7 +167,7 @@ cdef class Server:
                 cb()
             b.conns = b.after = None    # the batch now waits for a checkpoint: keep only its keys
             self.now_fresh = False
-            self.store.purge_some(PURGE_SLICE)
+            self._purge_soon()
             self._maybe_checkpoint()
         else:
             log.error("writing batch %d to the log failed: %s", seq, err)
@@ -343,11 +343,17 @@ cdef class Server:
                     log.exception("connection deadline failed; dropping the connection")
                     c.kill()
         sweep_limits(self)            # recovered rate-limit states (ratelimit.pyx)
-        if self.store.to_purge and not self.purge_scheduled:
-            self._purge_pass()
+        self._purge_soon()
         self._maybe_checkpoint()
         self._expire()
         self.queues.sweep()
+
+    cdef int _purge_soon(self) except -1:
+        """After a commit and at each sweep: start dropping checkpointed entries, unless
+        that is under way already."""
+        if self.store.to_purge and not self.purge_scheduled:
+            self._purge_pass()
+        return 0
 
     def _purge_pass(self):
         """Drop the overlay entries of checkpointed batches a slice at a time, one slice
