@@ -43,6 +43,40 @@ def proc_ticks(pid: int) -> int | None:
     return ticks
 
 
+def thread_ticks(pid: int) -> dict[int, tuple[str, int, int]]:
+    """Per thread of a server: tid -> (name, user ticks, kernel ticks). cdragon names its
+    background threads in the OS (cdragon/osthread.py); its event loop is the main thread."""
+    out = {}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        f = stat.rsplit(")", 1)[1].split()
+        out[int(tid)] = ("main" if int(tid) == pid else name, int(f[11]), int(f[12]))
+    return out
+
+
+def cpu_per_request(before: dict, after: dict, requests: int) -> dict:
+    """{thread name: [user µs, kernel µs] per request} over a run (threads of one name
+    summed; only threads that used CPU), plus "total"."""
+    clk = os.sysconf("SC_CLK_TCK")
+    per: dict[str, list[float]] = {}
+    for tid, (name, u1, s1) in after.items():
+        _, u0, s0 = before.get(tid, (name, 0, 0))
+        if u1 - u0 or s1 - s0:
+            acc = per.setdefault(name, [0.0, 0.0])
+            acc[0] += (u1 - u0) / clk * 1e6 / requests
+            acc[1] += (s1 - s0) / clk * 1e6 / requests
+    per["total"] = [sum(v[0] for v in per.values()), sum(v[1] for v in per.values())]
+    return {k: [round(v[0], 2), round(v[1], 2)] for k, v in per.items()}
+
+
 def children_of(pid: int) -> list[int]:
     out = []
     for d in os.listdir("/proc"):
@@ -305,11 +339,13 @@ def measure(system: str, row: Row, run_dir: Path, idx: int) -> dict:
         # ---- the measured run, with CPU counters around it
         txn0 = wal_lsn(srv.data) if system == "cdragon" else None
         t0 = proc_ticks(srv.pid)
+        th0 = thread_ticks(srv.pid)
         o0 = others_ticks({srv.pid})
         s0, c0 = core_ticks(SERVER_CPU), core_ticks(CLIENT_CPU)
         res, client_cpu = runner()
         s1, c1 = core_ticks(SERVER_CPU), core_ticks(CLIENT_CPU)
         o1 = others_ticks({srv.pid})
+        th1 = thread_ticks(srv.pid)
         t1 = proc_ticks(srv.pid)
         txn1 = wal_lsn(srv.data) if system == "cdragon" else None
         secs = res.get("duration_us", DURATION * 1e6) / 1e6 or DURATION
@@ -320,6 +356,9 @@ def measure(system: str, row: Row, run_dir: Path, idx: int) -> dict:
         clk = os.sysconf("SC_CLK_TCK")
         if t0 is not None and t1 is not None:
             rec["server_cpu_pct"] = 100.0 * (t1 - t0) / clk / secs
+        if res.get("requests"):
+            # every answered request, conflicts included (as the ceiling ratio counts them)
+            rec["cpu_us_per_req"] = cpu_per_request(th0, th1, int(res["requests"]))
         rec["client_cpu_pct"] = 100.0 * client_cpu / secs
         rec["server_core_busy_pct"] = pct(s0, s1, 0)
         rec["client_core_busy_pct"] = pct(c0, c1, 0)

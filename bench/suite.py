@@ -99,6 +99,12 @@ def mean_of_rounds(runs: list[dict]) -> dict:
         vals = [r[k] for r in runs if isinstance(r.get(k), (int, float))]
         if vals:
             out[k] = max(vals)
+    cpus = [r.get("cpu_us_per_req") for r in runs]
+    if all(cpus):
+        # per thread name, the mean over the rounds (a thread missing from a round used no CPU there)
+        names = {n for c in cpus for n in c}
+        out["cpu_us_per_req"] = {n: [round(sum(c.get(n, [0, 0])[i] for c in cpus) / len(cpus), 2) for i in (0, 1)]
+                                 for n in sorted(names)}
     out["alive"] = all(r.get("alive", True) for r in runs)
     out["rounds"] = [{k: r.get(k) for k in ("tag", "ops_rps", "rps", "p99_us", "interference_pct", "errors")}
                      for r in runs]

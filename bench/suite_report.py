@@ -148,6 +148,7 @@ def build_section(rows: list[Row], recs: list[dict], watch_recs: list[dict], met
                          f"| {fmt_ms(r.get('p50_us'))} | {fmt_ms(r.get('p99_us'))} | {conflicts} | {err} | {rss} "
                          f"| {batch} | {r.get('server_core_busy_pct', 0):.0f} % / {r.get('client_core_busy_pct', 0):.0f} % "
                          f"| {r.get('interference_pct', 0):.0f} %{' (' + str(len(r['tries'])) + ' tries)' if r.get('tries') else ''} |")
+        L += cpu_table(thr, recs)
     wrows = [r for r in rows if r.group == "watch"]
     if wrows:
         L += ["", "### Watch reaction", ""]
@@ -189,6 +190,35 @@ def build_section(rows: list[Row], recs: list[dict], watch_recs: list[dict], met
         L += ["", "Notes:", ""] + [f"- {n}" for n in notes]
     L += ["", END]
     return "\n".join(L)
+
+
+def _us(pair) -> str:
+    return f"{pair[0]:.1f} + {pair[1]:.1f}" if pair else "—"
+
+
+def cpu_table(thr: list[Row], recs: list[dict]) -> list[str]:
+    """Server CPU per answered request, user + kernel µs, from /proc over the measured run:
+    cdragon by thread beside the ceiling's and Redis' whole process."""
+    lines = ["", "Server CPU per answered request (µs of user + kernel time over the measured run, from "
+             "/proc; conflicts count as requests): cdragon by thread (*loop*: the event loop, which also "
+             "does the kernel's TCP work of every read and write; *writer*: the write-ahead log's "
+             "appends and fdatasyncs; *checkpoint*: LMDB), beside the whole ceiling and Redis processes. "
+             "A row is bounded by the sum where the server's core is near 100 % busy:", "",
+             "| scenario | cdragon loop | writer | checkpoint | cdragon total | ceiling | Redis |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    seen = False
+    for row in thr:
+        s = by_system(recs, row)
+        cd = (s.get("cdragon") or {}).get("cpu_us_per_req") or {}
+        ce = (s.get("ceiling") or {}).get("cpu_us_per_req") or {}
+        rd = (s.get("redis") or {}).get("cpu_us_per_req") or {}
+        if not (cd or ce or rd):
+            continue
+        seen = True
+        lines.append(f"| {row.label} | {_us(cd.get('main'))} | {_us(cd.get('cdragon-writer'))} "
+                     f"| {_us(cd.get('cdragon-ckpt'))} | {_us(cd.get('total'))} | {_us(ce.get('total'))} "
+                     f"| {_us(rd.get('total'))} |")
+    return lines if seen else []
 
 
 def findings(rows: list[Row], recs: list[dict], watch_recs: list[dict], meta: dict) -> tuple[list[str], bool]:

@@ -38,6 +38,7 @@ import time
 import lmdb
 
 from cdragon import wal
+from cdragon.osthread import named_thread
 from cdragon._core import SortedPuts
 
 log = logging.getLogger("cdragon")
@@ -252,8 +253,8 @@ class Storage:
         self._loop = loop
         self._done = on_done
         self._applied = on_applied
-        for target, name in ((self._run_writer, "cdragon-writer"), (self._run_checkpoints, "cdragon-checkpoint")):
-            t = threading.Thread(target=target, name=name, daemon=True)
+        for target, name in ((self._run_writer, "cdragon-writer"), (self._run_checkpoints, "cdragon-ckpt")):
+            t = named_thread(target, name)
             t.start()
             self._threads.append(t)
 

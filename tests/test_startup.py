@@ -170,3 +170,32 @@ def test_read_only_file_system_names_read_write_paths(tmp_path):
     line = refused(cmd, EXIT_DATA_DIR_UNUSABLE)
     assert "read-only file system" in line and "ReadWritePaths=" in line, line
     assert not os.path.ismount(ro)   # the mount stayed in its namespace
+
+
+# --------------------------------------------------------------------------- thread names
+
+
+def test_background_threads_carry_their_names_in_the_os(server):
+    """top -H and ps -L tell the log writer from the checkpoint: each background thread
+    names itself in /proc (cdragon/osthread.py); the event loop's thread keeps the
+    process's name."""
+    task = Path(f"/proc/{server.proc.pid}/task")
+    names = sorted((t / "comm").read_text().strip() for t in task.iterdir())
+    assert "cdragon-writer" in names, names
+    assert "cdragon-ckpt" in names, names
+    main = (task / str(server.proc.pid) / "comm").read_text().strip()
+    assert not main.startswith("cdragon-"), main
+    write_and_read(server)          # named threads, and the server writes and reads as before
+
+
+def test_a_thread_that_cannot_name_itself_still_runs(monkeypatch):
+    """Where /proc cannot be written the thread keeps Python's name and runs all the same."""
+    import threading
+    from cdragon import osthread
+    ran = []
+    monkeypatch.setattr(osthread.threading, "get_native_id", lambda: -1)   # no such task
+    t = osthread.named_thread(lambda: ran.append(threading.current_thread().name), "cdragon-test")
+    t.start()
+    t.join(5)
+    assert ran == ["cdragon-test"]
+    assert t.daemon

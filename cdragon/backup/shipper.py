@@ -26,6 +26,7 @@ import threading
 import time
 
 from cdragon import wal
+from cdragon.osthread import named_thread
 from cdragon.backup import format as fmt
 from cdragon.backup.state import STATE
 from cdragon.backup.targets import TargetError
@@ -49,7 +50,7 @@ class Shipper:
         self._stop = threading.Event()
         self._ok = True                # the last attempt succeeded
         self._warned = 0.0
-        self.thread = threading.Thread(target=self._run, name="cdragon-shipper", daemon=True)
+        self.thread = named_thread(self._run, "cdragon-shipper")
         STATE.shipped_through = self.keeper.shipped
 
     def start(self) -> None:
