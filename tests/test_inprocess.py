@@ -481,3 +481,44 @@ def test_checkpointed_entries_leave_the_overlay_a_slice_per_loop_pass(inproc):
     c.send(post(f"/db/{acc}", {"KVGet": [f"k{i}-99" for i in range(40)]}))
     status, _h, body = c.wait_answers(41)[40]
     assert status == 200 and [kv["Value"] for kv in json.loads(body)["KV"]] == [99] * 40
+
+
+# --------------------------------------------------------------------------- checkpoint size
+
+def _big_values(acc: str, keys: range, size: int) -> bytes:
+    return post(f"/db/{acc}", {"KVSet": [{"Key": f"k{j}", "Value": "x" * size} for j in keys]})
+
+
+def test_a_checkpoint_starts_once_32_mib_of_new_keys_wait(inproc):
+    # 40 requests of 10 keys x 100 KB, every key new: 40 MB of keys the next checkpoint
+    # would write. Far from the 2 s interval (an hour here), the 100,000 records and the
+    # 256 MiB of logged data, a checkpoint starts anyway, so that one checkpoint does not
+    # write more pages at once than the log's fdatasyncs can wait behind
+    h = inproc(checkpoint_interval=3600)
+    acc = unique_account("newdata")
+    c = h.client()
+    s = h.server
+    for i in range(40):
+        c.send(_big_values(acc, range(10 * i, 10 * i + 10), 100_000))
+        assert c.wait_answers(i + 1)[i][0] == 200
+    h.run_until(lambda: s.checkpoints >= 1, "a checkpoint started by the new keys' size")
+    assert s.store.new_data < 32 << 20          # counting again from the cut
+
+
+def test_rewriting_the_same_keys_does_not_start_a_checkpoint(inproc):
+    # the same 10 keys x 100 KB rewritten 40 times: 40 MB logged, but a checkpoint would
+    # write 1 MB of them (the newest value of each key), so none starts
+    h = inproc(checkpoint_interval=3600)
+    acc = unique_account("rewrite")
+    c = h.client()
+    s = h.server
+    for i in range(40):
+        c.send(_big_values(acc, range(10), 100_000))
+        assert c.wait_answers(i + 1)[i][0] == 200
+    h.settle(lambda: False, 0.3)                # the loop's turn: the commits, any trigger
+    assert s.checkpoints == 0
+    assert 0 < s.store.new_data <= 2 << 20
+    # and the values are all there, the newest of each key
+    c.send(post(f"/db/{acc}", {"KVGet": [f"k{j}" for j in range(10)]}))
+    status, _h, body = c.wait_answers(41)[40]
+    assert status == 200 and [kv["Version"] for kv in json.loads(body)["KV"]] == [40] * 10

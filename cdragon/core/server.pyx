@@ -193,6 +193,7 @@ cdef class Server:
         if not (self.shutting_down or self.ckpt_waiters
                 or st.unapplied_keys >= CHECKPOINT_RECORDS
                 or st.unapplied_data >= CHECKPOINT_DATA
+                or st.new_data >= CHECKPOINT_NEW_DATA
                 or now - st.unapplied_since >= self.lim.checkpoint_interval
                 or st.pending_bytes() * 4 >= st.max_bytes - st.used_bytes):
             return 0
@@ -205,6 +206,7 @@ cdef class Server:
         if need + need // 2 > self.storage.map_size:
             self._grow(need * 2, False)
         self.ckpt_busy = True
+        self.store.cut_checkpoint()
         self.storage.checkpoint()
         return 0
 

@@ -63,6 +63,8 @@ cdef class Store:
     cdef int64_t applied_seq                  # the last batch a checkpoint put into LMDB
     cdef readonly int64_t unapplied_data, unapplied_keys, unapplied_reqs
     cdef readonly double unapplied_since      # when the oldest of them became durable
+    cdef int64_t ckpt_cut                     # the last batch the running (or last) checkpoint covers
+    cdef readonly int64_t new_data            # bytes of keys written since that cut, each key once
     cdef readonly int64_t durable_seq
     cdef public int64_t wait_seq              # accumulated by reads of the current request
     cdef object r_val                         # value of the last kv_read
@@ -100,6 +102,7 @@ cdef class Store:
     # room
     cdef int64_t pending_bytes(self) noexcept
     cdef int64_t checkpoint_bytes(self) noexcept
+    cdef void cut_checkpoint(self) noexcept
     cdef bint has_room(self) noexcept
     cdef void set_used(self, int64_t used) noexcept
     # batches: commit, checkpoint, failure
