@@ -485,8 +485,13 @@ def test_checkpointed_entries_leave_the_overlay_a_slice_per_loop_pass(inproc):
 
 # --------------------------------------------------------------------------- checkpoint size
 
-def _big_values(acc: str, keys: range, size: int) -> bytes:
-    return post(f"/db/{acc}", {"KVSet": [{"Key": f"k{j}", "Value": "x" * size} for j in keys]})
+def _write_100kb_values(h, acc: str, keys_of) -> object:
+    """40 requests, request i setting keys_of(i) to 100 KB values, each answered 200."""
+    c = h.client()
+    for i in range(40):
+        c.send(post(f"/db/{acc}", {"KVSet": [{"Key": f"k{j}", "Value": "x" * 100_000} for j in keys_of(i)]}))
+        assert c.wait_answers(i + 1)[i][0] == 200
+    return c
 
 
 def test_a_checkpoint_starts_once_32_mib_of_new_keys_wait(inproc):
@@ -495,12 +500,8 @@ def test_a_checkpoint_starts_once_32_mib_of_new_keys_wait(inproc):
     # 256 MiB of logged data, a checkpoint starts anyway, so that one checkpoint does not
     # write more pages at once than the log's fdatasyncs can wait behind
     h = inproc(checkpoint_interval=3600)
-    acc = unique_account("newdata")
-    c = h.client()
     s = h.server
-    for i in range(40):
-        c.send(_big_values(acc, range(10 * i, 10 * i + 10), 100_000))
-        assert c.wait_answers(i + 1)[i][0] == 200
+    _write_100kb_values(h, unique_account("newdata"), lambda i: range(10 * i, 10 * i + 10))
     h.run_until(lambda: s.checkpoints >= 1, "a checkpoint started by the new keys' size")
     assert s.store.new_data < 32 << 20          # counting again from the cut
 
@@ -510,11 +511,8 @@ def test_rewriting_the_same_keys_does_not_start_a_checkpoint(inproc):
     # write 1 MB of them (the newest value of each key), so none starts
     h = inproc(checkpoint_interval=3600)
     acc = unique_account("rewrite")
-    c = h.client()
     s = h.server
-    for i in range(40):
-        c.send(_big_values(acc, range(10), 100_000))
-        assert c.wait_answers(i + 1)[i][0] == 200
+    c = _write_100kb_values(h, acc, lambda i: range(10))
     h.settle(lambda: False, 0.3)                # the loop's turn: the commits, any trigger
     assert s.checkpoints == 0
     assert 0 < s.store.new_data <= 2 << 20
