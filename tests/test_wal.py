@@ -615,7 +615,8 @@ def test_a_checkpoint_starts_once_256_mib_wait_before_the_interval(server_factor
     # big values fill memory fast: besides every checkpoint_interval (an hour here) and
     # 100,000 records, a checkpoint starts once the waiting records hold 256 MiB
     # (CHECKPOINT_DATA). The storage cap is set high so that its own trigger (the map
-    # filling up) stays out of it.
+    # filling up) stays out of it; the same 40 keys are rewritten (20 MiB of them) so
+    # that the trigger on new keys (32 MiB, the test below) stays out of it too.
     srv = server_factory(env={**NO_CHECKPOINT, "CDRAGON_MAX_STORAGE_BYTES": 32 << 30})
     acc = unique_account("ckbytes")
     c = srv.client()
@@ -624,7 +625,7 @@ def test_a_checkpoint_starts_once_256_mib_wait_before_the_interval(server_factor
 
     def write(n: int, start: int):
         for i in range(start, start + n):
-            c.db_ok(acc, {"KVSet": [{"Key": f"k{i}", "Value": value}]})
+            c.db_ok(acc, {"KVSet": [{"Key": f"k{i % 40}", "Value": value}]})
 
     write(400, 0)                         # ~195 MiB: below the bound
     time.sleep(0.5)
@@ -634,6 +635,26 @@ def test_a_checkpoint_starts_once_256_mib_wait_before_the_interval(server_factor
     c.close()
     srv.restart(hard=True)                # what the checkpoint wrote reads back
     c = srv.client()
-    for i in (0, 399, 599):
-        assert c.kv(acc, f"k{i}") == {"Key": f"k{i}", "Value": value, "Version": i + 1}
+    for i in (0, 39):     # a version is the account's revision: the key's last write, 560 + i
+        assert c.kv(acc, f"k{i}") == {"Key": f"k{i}", "Value": value, "Version": 561 + i}
+    c.close()
+
+
+def test_a_checkpoint_starts_once_32_mib_of_new_keys_wait(server_factory):
+    # 80 new keys of 500 KB (39 MiB of keys no checkpoint has written yet): far below
+    # the 256 MiB and the 100,000 records, a checkpoint starts anyway, so that one
+    # checkpoint does not write more pages at once than the log's fdatasyncs can wait
+    # behind (CHECKPOINT_NEW_DATA)
+    srv = server_factory(env={**NO_CHECKPOINT, "CDRAGON_MAX_STORAGE_BYTES": 32 << 30})
+    acc = unique_account("cknew")
+    c = srv.client()
+    value = "n" * (500 * 1024)
+    for i in range(80):
+        c.db_ok(acc, {"KVSet": [{"Key": f"n{i}", "Value": value}]})
+    wait_until(lambda: (log_records(srv.data_dir) or [0])[0] != 1, "a checkpoint to retire the first log records")
+    c.close()
+    srv.restart(hard=True)
+    c = srv.client()
+    for i in (0, 79):
+        assert c.kv(acc, f"n{i}") == {"Key": f"n{i}", "Value": value, "Version": i + 1}
     c.close()
