@@ -520,3 +520,19 @@ def test_rewriting_the_same_keys_does_not_start_a_checkpoint(inproc):
     c.send(post(f"/db/{acc}", {"KVGet": [f"k{j}" for j in range(10)]}))
     status, _h, body = c.wait_answers(41)[40]
     assert status == 200 and [kv["Version"] for kv in json.loads(body)["KV"]] == [40] * 10
+
+
+def test_values_that_share_leaf_pages_do_not_count_toward_the_checkpoint_bound(inproc):
+    # 40 requests of 100 new keys x 1.5 KB: such values share B-tree leaf pages, which a
+    # bigger checkpoint rewrites for more of them at once, so they do not count toward
+    # the 32 MiB of new keys (a big value has overflow pages of its own and does)
+    h = inproc(checkpoint_interval=3600)
+    acc = unique_account("leafsize")
+    c = h.client()
+    for i in range(40):
+        c.send(post(f"/db/{acc}", {"KVSet": [{"Key": f"k{i}-{j}", "Value": "y" * 1500} for j in range(100)]}))
+        assert c.wait_answers(i + 1)[i][0] == 200
+    assert h.server.store.new_data == 0
+    c.send(post(f"/db/{acc}", {"KVSet": [{"Key": "big", "Value": "z" * 3000}]}))
+    assert c.wait_answers(41)[40][0] == 200
+    assert 3000 < h.server.store.new_data < 3000 + 4096 + 64     # its overflow pages

@@ -14,10 +14,11 @@ cdef enum:
     CHECKPOINT_RECORDS = 100000   # checkpoint once this many records wait for LMDB
     CHECKPOINT_DATA = 268435456   # ... or once they hold this many bytes (256 MiB): bounds
                                   # the values the overlay and a checkpoint's pages hold
-    CHECKPOINT_NEW_DATA = 33554432  # ... or once keys not yet in the next checkpoint took
-                                  # this many bytes (32 MiB; Store.new_data): bounds the
-                                  # pages one checkpoint writes at once, which the log's
-                                  # fdatasync waits behind on the same disk
+    CHECKPOINT_NEW_DATA = 33554432  # ... or once big values (over LMDB_NODE_MAX) of keys
+                                  # not yet in the next checkpoint took this many bytes
+                                  # (32 MiB; Store.new_data): bounds the pages one
+                                  # checkpoint writes at once, which the log's fdatasync
+                                  # waits behind on the same disk
     WAL_BY_REF = 2048             # a value this long reaches the log by reference (walbody)
     PURGE_SLICE = 2000            # checkpointed overlay keys dropped per loop pass
                                   # (Server._purge_pass)

@@ -64,7 +64,8 @@ cdef class Store:
     cdef readonly int64_t unapplied_data, unapplied_keys, unapplied_reqs
     cdef readonly double unapplied_since      # when the oldest of them became durable
     cdef int64_t ckpt_cut                     # the last batch the running (or last) checkpoint covers
-    cdef readonly int64_t new_data            # bytes of keys written since that cut, each key once
+    cdef readonly int64_t new_data            # bytes of big values (overflow pages) of keys written
+                                              # since that cut, each key once
     cdef readonly int64_t durable_seq
     cdef public int64_t wait_seq              # accumulated by reads of the current request
     cdef object r_val                         # value of the last kv_read

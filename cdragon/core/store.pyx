@@ -358,9 +358,13 @@ cdef class Store:
         over[k] = n
         dirty[k] = n
         b.count(k, size)
-        if prev is None or prev.seq <= self.ckpt_cut:
-            # a key the next checkpoint does not write yet: its B-tree pages grow that
-            # checkpoint's write (a key rewritten since the cut is written once)
+        if (PyBytes_GET_SIZE(k) + size + 8 > LMDB_NODE_MAX
+                and (prev is None or prev.seq <= self.ckpt_cut)):
+            # a big value the next checkpoint does not write yet (a key rewritten since
+            # the cut is written once): its own overflow pages, which a bigger checkpoint
+            # would write just the same, so these bound the checkpoint's size. Values
+            # that share leaf pages are left out: a bigger checkpoint rewrites each such
+            # page for more of them (measured: 1 KB values over 1,000,000 keys, -9 %).
             self.new_data += record_bytes(PyBytes_GET_SIZE(k), size)
         return n
 
