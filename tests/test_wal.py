@@ -32,7 +32,13 @@ def log_files(data_dir) -> list[Path]:
 
 
 def log_bytes(data_dir) -> int:
-    return sum(p.stat().st_size for p in log_files(data_dir))
+    total = 0
+    for p in log_files(data_dir):
+        try:
+            total += p.stat().st_size
+        except FileNotFoundError:      # retired by a checkpoint since the listing
+            pass
+    return total
 
 
 def log_records(data_dir) -> list[int]:
