@@ -39,11 +39,17 @@ cdef inline object kv_wal_value(int64_t ver, double exp, bytes val):
     return (pack_i64(ver | KV_HAS_EXPIRY) + pack_f64be(exp), val)
 
 
+cdef inline bint overflows(Py_ssize_t klen, Py_ssize_t vlen) noexcept:
+    """A record too big for a leaf node (LMDB's limit for 4 KB pages): its value gets
+    overflow pages of its own."""
+    return klen + vlen + 8 > LMDB_NODE_MAX
+
+
 cdef inline Py_ssize_t record_bytes(Py_ssize_t klen, Py_ssize_t vlen) noexcept:
     """What one record may add to LMDB's pages in use. A small record shares a leaf
     page (node header and index slot; pages are about 2/3 full after splits); a big
-    value (a node over LMDB's limit for 4 KB pages) gets overflow pages of its own."""
-    if klen + vlen + 8 <= LMDB_NODE_MAX:
+    value gets overflow pages of its own."""
+    if not overflows(klen, vlen):
         return (klen + vlen + 10) * 3 // 2
     return (vlen + 16 + 4095) // 4096 * 4096 + klen + 16
 
@@ -358,8 +364,7 @@ cdef class Store:
         over[k] = n
         dirty[k] = n
         b.count(k, size)
-        if (PyBytes_GET_SIZE(k) + size + 8 > LMDB_NODE_MAX
-                and (prev is None or prev.seq <= self.ckpt_cut)):
+        if overflows(PyBytes_GET_SIZE(k), size) and (prev is None or prev.seq <= self.ckpt_cut):
             # a big value the next checkpoint does not write yet (a key rewritten since
             # the cut is written once): its own overflow pages, which a bigger checkpoint
             # would write just the same, so these bound the checkpoint's size. Values
@@ -471,9 +476,9 @@ cdef class Store:
         return data + min(keys * PAGE_COPY_BYTES, self.used_bytes + data)
 
     cdef void cut_checkpoint(self) noexcept:
-        """A checkpoint of every batch before the open one starts: count new keys from
-        here. (The open batch's keys written since the last cut stay counted; those it
-        rewrote from before that cut are left out: a trigger's estimate, not a tally.)"""
+        """A checkpoint of every batch before the open one starts: count new big values
+        from here. (What the open batch wrote before this call is not counted for the
+        next checkpoint: a trigger's estimate, not a tally.)"""
         self.ckpt_cut = self.open_batch.seq - 1
         self.new_data = 0
 
